@@ -1,0 +1,617 @@
+# The public Application Entity: pynetdicom's ApplicationEntity contract over our own core.
+#
+# Rules: attributes, defaults and callbacks as in ../shared/DESIGN.md (the seed's API). One
+# background event loop thread per AE serves the SCP side and every SCU association; the
+# blocking methods submit coroutines to it. Service callbacks run through the dispatcher
+# seam (node.dispatch): in-process threads for workers=0; association-level callbacks run on
+# the loop because they decide what goes on the wire.
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl as ssl_module
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from node import evt
+from node.acse.contexts import (
+    PresentationContext,
+    validate_ae_title,
+    validate_uid,
+)
+from node.acse.negotiation import AcceptorPolicy
+from node.acse.requestor import build_associate_rq
+from node.client import ClientSettings, open_association
+from node.local import ThreadDispatcher
+from node.presets import DEFAULT_TRANSFER_SYNTAXES, build_context
+from node.scu import Association, AsyncAssociation, LoopThread
+from node.transport.server import AcceptorServer, AssociationHooks, ServerSettings
+from node.ul.items import (
+    RoleSelectionSubItem,
+    SOPClassCommonExtendedNegotiationSubItem,
+    SOPClassExtendedNegotiationSubItem,
+    UserIdentityRQSubItem,
+)
+from workers.handlers.common import Handlers
+
+log = logging.getLogger("dicomnode.ae")
+
+#: Our implementation class UID (a UUID-derived 2.25 root) and version name (PS3.7 D.3.3.2).
+IMPLEMENTATION_CLASS_UID = "2.25.283479113923592446473716104451470361611"
+IMPLEMENTATION_VERSION_NAME = "DICOMNODE_010"
+PYNETDICOM_IMPLEMENTATION_UID = IMPLEMENTATION_CLASS_UID
+
+_SERVICE_CALLBACKS = (
+    "on_c_echo",
+    "on_c_store",
+    "on_c_find",
+    "on_c_get",
+    "on_c_move",
+    "on_n_action",
+    "on_n_create",
+    "on_n_delete",
+    "on_n_event_report",
+    "on_n_get",
+    "on_n_set",
+)
+_EVENT_FOR_CALLBACK = {
+    "on_c_echo": evt.EVT_C_ECHO,
+    "on_c_store": evt.EVT_C_STORE,
+    "on_c_find": evt.EVT_C_FIND,
+    "on_c_get": evt.EVT_C_GET,
+    "on_c_move": evt.EVT_C_MOVE,
+    "on_n_action": evt.EVT_N_ACTION,
+    "on_n_create": evt.EVT_N_CREATE,
+    "on_n_delete": evt.EVT_N_DELETE,
+    "on_n_event_report": evt.EVT_N_EVENT_REPORT,
+    "on_n_get": evt.EVT_N_GET,
+    "on_n_set": evt.EVT_N_SET,
+}
+
+
+def _title(value: str | bytes, what: str) -> str:
+    text = value.decode("ascii") if isinstance(value, bytes) else str(value)
+    try:
+        return validate_ae_title(text.strip())
+    except ValueError as error:
+        raise ValueError(f"{what}: {error}") from None
+
+
+def _check_timeout(value: float | None, what: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"{what} must be None or a non-negative number, not {value!r}")
+    return float(value)
+
+
+def build_role(sop_class_uid: str, scu_role: bool = False, scp_role: bool = False) -> RoleSelectionSubItem:
+    """An SCP/SCU Role Selection item for `associate(ext_neg=[...])` (PS3.7 D.3.3.4)."""
+    return RoleSelectionSubItem(str(validate_uid(str(sop_class_uid))), scu_role, scp_role)
+
+
+class ApplicationEntity:
+    """A DICOM Application Entity: SCU and SCP (pynetdicom's ApplicationEntity contract)."""
+
+    def __init__(self, ae_title: str | bytes = b"PYNETDICOM", port: int = 0,
+                 bind_addr: str = "") -> None:
+        self._ae_title = _title(ae_title, "ae_title")
+        if not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"port must be an integer 0-65535, not {port!r}")
+        self.port = port
+        self.bind_addr = bind_addr
+        self._acse_timeout: float | None = 30.0
+        self._dimse_timeout: float | None = None
+        self._network_timeout: float | None = 60.0
+        self._maximum_associations = 2
+        self._maximum_pdu_size = 16382
+        self._require_calling_aet: list[bytes] = []
+        self.require_called_aet = False
+        self._implementation_class_uid = IMPLEMENTATION_CLASS_UID
+        self._implementation_version_name: str | None = IMPLEMENTATION_VERSION_NAME
+        self._supported_contexts: dict[str, PresentationContext] = {}
+        self._requested_contexts: list[PresentationContext] = []
+        for name in _SERVICE_CALLBACKS:
+            setattr(self, name, None)
+        self.on_association_requested: Callable[..., Any] | None = None
+        self.on_association_accepted: Callable[..., Any] | None = None
+        self.on_association_rejected: Callable[..., Any] | None = None
+        self.on_association_released: Callable[..., Any] | None = None
+        self.on_association_aborted: Callable[..., Any] | None = None
+        self.on_async_ops_window: Callable[[int, int], tuple[int, int]] | None = None
+        self.on_sop_class_extended: Callable[[dict[str, bytes]], dict[str, bytes]] | None = None
+        self.on_sop_class_common_extended: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+        self.on_user_identity: Callable[..., Any] | None = None
+        self.on_make_connection: Callable[..., Any] | None = None
+        self.on_receive_connection: Callable[..., Any] | None = None
+        self.maximum_operations_performed = 1
+        self.maximum_operations_invoked = 1
+        #: AE title -> (host, port) of C-MOVE destinations.
+        self.known_aes: dict[str, tuple[str, int]] = {}
+        self._event_handlers: dict[evt.EventType, list[Callable[..., Any]]] = {}
+        self._runner: LoopThread | None = None
+        self._server: AcceptorServer | None = None
+        self._dispatcher: ThreadDispatcher | None = None
+        self._client_associations: list[Association] = []
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+
+    # --- validated attributes ---------------------------------------------------------------
+
+    @property
+    def ae_title(self) -> bytes:
+        return self._ae_title.encode("ascii")
+
+    @ae_title.setter
+    def ae_title(self, value: str | bytes) -> None:
+        self._ae_title = _title(value, "ae_title")
+
+    @property
+    def address(self) -> str:
+        """The local address the AE listens on (the bind address, or this host's)."""
+        if self.bind_addr:
+            return self.bind_addr
+        try:
+            return socket.gethostbyname(socket.gethostname())
+        except OSError:
+            return "127.0.0.1"
+
+    @property
+    def acse_timeout(self) -> float | None:
+        return self._acse_timeout
+
+    @acse_timeout.setter
+    def acse_timeout(self, value: float | None) -> None:
+        self._acse_timeout = _check_timeout(value, "acse_timeout")
+
+    @property
+    def dimse_timeout(self) -> float | None:
+        return self._dimse_timeout
+
+    @dimse_timeout.setter
+    def dimse_timeout(self, value: float | None) -> None:
+        self._dimse_timeout = _check_timeout(value, "dimse_timeout")
+
+    @property
+    def network_timeout(self) -> float | None:
+        return self._network_timeout
+
+    @network_timeout.setter
+    def network_timeout(self, value: float | None) -> None:
+        self._network_timeout = _check_timeout(value, "network_timeout")
+
+    @property
+    def maximum_associations(self) -> int:
+        return self._maximum_associations
+
+    @maximum_associations.setter
+    def maximum_associations(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"maximum_associations must be a positive integer, not {value!r}")
+        self._maximum_associations = value
+
+    @property
+    def maximum_pdu_size(self) -> int:
+        return self._maximum_pdu_size
+
+    @maximum_pdu_size.setter
+    def maximum_pdu_size(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not (
+            value == 0 or 8 <= value <= 0xFFFFFFFF
+        ):
+            raise ValueError(f"maximum_pdu_size must be 0 (unlimited) or 8..2^32-1, not {value!r}")
+        self._maximum_pdu_size = value
+
+    @property
+    def require_calling_aet(self) -> list[bytes]:
+        return list(self._require_calling_aet)
+
+    @require_calling_aet.setter
+    def require_calling_aet(self, value: Iterable[str | bytes]) -> None:
+        self._require_calling_aet = [
+            _title(title, "require_calling_aet").encode("ascii") for title in value
+        ]
+
+    @property
+    def implementation_class_uid(self) -> str:
+        return self._implementation_class_uid
+
+    @implementation_class_uid.setter
+    def implementation_class_uid(self, value: str) -> None:
+        self._implementation_class_uid = validate_uid(str(value), "implementation_class_uid")
+
+    @property
+    def implementation_version_name(self) -> str | None:
+        return self._implementation_version_name
+
+    @implementation_version_name.setter
+    def implementation_version_name(self, value: str | bytes | None) -> None:
+        if isinstance(value, bytes):
+            value = value.decode("ascii")
+        if value is not None and not 1 <= len(value) <= 16:
+            raise ValueError("implementation_version_name must be 1 to 16 characters")
+        self._implementation_version_name = value
+
+    # --- presentation contexts --------------------------------------------------------------
+
+    @property
+    def supported_contexts(self) -> list[PresentationContext]:
+        return list(self._supported_contexts.values())
+
+    @supported_contexts.setter
+    def supported_contexts(self, contexts: Iterable[PresentationContext]) -> None:
+        self._supported_contexts = {}
+        for context in contexts:
+            self.add_supported_context(
+                context.abstract_syntax, context.transfer_syntaxes,
+                scu_role=context.scu_role, scp_role=context.scp_role,
+            )
+
+    @property
+    def requested_contexts(self) -> list[PresentationContext]:
+        return list(self._requested_contexts)
+
+    @requested_contexts.setter
+    def requested_contexts(self, contexts: Iterable[PresentationContext]) -> None:
+        self._requested_contexts = []
+        for context in contexts:
+            self.add_requested_context(context.abstract_syntax, context.transfer_syntaxes)
+
+    def add_supported_context(
+        self,
+        abstract_syntax: str,
+        transfer_syntax: str | Sequence[str] = DEFAULT_TRANSFER_SYNTAXES,
+        scu_role: bool | None = None,
+        scp_role: bool | None = None,
+    ) -> None:
+        """Support `abstract_syntax` as acceptor; transfer syntaxes merge with earlier ones."""
+        new = build_context(abstract_syntax, transfer_syntax, scu_role=scu_role, scp_role=scp_role)
+        old = self._supported_contexts.get(new.abstract_syntax)
+        if old is not None:
+            merged = old.transfer_syntaxes + tuple(
+                ts for ts in new.transfer_syntaxes if ts not in old.transfer_syntaxes
+            )
+            new = build_context(
+                new.abstract_syntax, merged,
+                scu_role=scu_role if scu_role is not None else old.scu_role,
+                scp_role=scp_role if scp_role is not None else old.scp_role,
+            )
+        self._supported_contexts[new.abstract_syntax] = new
+
+    def remove_supported_context(
+        self, abstract_syntax: str, transfer_syntax: str | Sequence[str] | None = None
+    ) -> None:
+        """Stop supporting `abstract_syntax` (or only some of its transfer syntaxes)."""
+        old = self._supported_contexts.get(str(abstract_syntax))
+        if old is None:
+            return
+        if transfer_syntax is None:
+            del self._supported_contexts[old.abstract_syntax]
+            return
+        remove = {transfer_syntax} if isinstance(transfer_syntax, str) else set(transfer_syntax)
+        keep = tuple(ts for ts in old.transfer_syntaxes if ts not in remove)
+        if keep:
+            self._supported_contexts[old.abstract_syntax] = build_context(
+                old.abstract_syntax, keep, scu_role=old.scu_role, scp_role=old.scp_role
+            )
+        else:
+            del self._supported_contexts[old.abstract_syntax]
+
+    def add_requested_context(
+        self, abstract_syntax: str, transfer_syntax: str | Sequence[str] = DEFAULT_TRANSFER_SYNTAXES
+    ) -> None:
+        """Propose `abstract_syntax` when associating (at most 128 contexts, PS3.8 9.3.2.2)."""
+        if len(self._requested_contexts) >= 128:
+            raise ValueError("at most 128 requested presentation contexts (PS3.8 9.3.2.2)")
+        self._requested_contexts.append(build_context(abstract_syntax, transfer_syntax))
+
+    def remove_requested_context(
+        self, abstract_syntax: str, transfer_syntax: str | Sequence[str] | None = None
+    ) -> None:
+        """Stop proposing `abstract_syntax` (or only some of its transfer syntaxes)."""
+        remove = None if transfer_syntax is None else (
+            {transfer_syntax} if isinstance(transfer_syntax, str) else set(transfer_syntax)
+        )
+        kept: list[PresentationContext] = []
+        for context in self._requested_contexts:
+            if context.abstract_syntax != str(abstract_syntax):
+                kept.append(context)
+            elif remove is not None:
+                left = tuple(ts for ts in context.transfer_syntaxes if ts not in remove)
+                if left:
+                    kept.append(build_context(context.abstract_syntax, left))
+        self._requested_contexts = kept
+
+    # --- handlers ---------------------------------------------------------------------------
+
+    def bind(self, event: evt.EventType, handler: Callable[..., Any]) -> None:
+        """Bind an event handler (pynetdicom's `evt_handlers` style)."""
+        handlers = self._event_handlers.setdefault(event, [])
+        if event.is_intervention:
+            handlers.clear()
+        handlers.append(handler)
+
+    def unbind(self, event: evt.EventType, handler: Callable[..., Any]) -> None:
+        handlers = self._event_handlers.get(event, [])
+        if handler in handlers:
+            handlers.remove(handler)
+
+    def _handlers(self, extra: Sequence[tuple[Any, ...]] = ()) -> Handlers:
+        events: dict[evt.EventType, Callable[..., Any]] = {
+            event: callbacks[-1]
+            for event, callbacks in self._event_handlers.items()
+            if callbacks and event.is_intervention
+        }
+        for item in extra:
+            if item[0].is_intervention:
+                events[item[0]] = item[1]
+        handlers = Handlers(
+            events=events,
+            known_aes=dict(self.known_aes),
+            local_ae_title=self._ae_title,
+            maximum_pdu_size=self._maximum_pdu_size,
+        )
+        for name in _SERVICE_CALLBACKS:
+            setattr(handlers, name, getattr(self, name))
+        return handlers
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name in _SERVICE_CALLBACKS:
+            dispatcher = self.__dict__.get("_dispatcher")
+            if dispatcher is not None:
+                setattr(dispatcher.handlers, name, value)
+
+    def _notify(self, event: evt.EventType, legacy: Callable[..., Any] | None, argument: Any) -> None:
+        for handler in self._event_handlers.get(event, []):
+            handler(argument)
+        if legacy is not None:
+            legacy(argument)
+
+    # --- acceptor ---------------------------------------------------------------------------
+
+    def _policy(self) -> AcceptorPolicy:
+        identity_hook = None
+        if self.on_user_identity is not None or evt.EVT_USER_ID in self._event_handlers:
+            identity_hook = self._user_identity
+        return AcceptorPolicy(
+            ae_title=self._ae_title,
+            supported_contexts=tuple(self._supported_contexts.values()),
+            maximum_pdu_length=self._maximum_pdu_size,
+            implementation_class_uid=self._implementation_class_uid,
+            implementation_version_name=self._implementation_version_name,
+            require_called_aet=self.require_called_aet,
+            require_calling_aet=tuple(t.decode("ascii") for t in self._require_calling_aet),
+            maximum_operations_performed=self.maximum_operations_performed,
+            maximum_operations_invoked=self.maximum_operations_invoked,
+            on_async_ops_window=self.on_async_ops_window,
+            on_sop_class_extended=self.on_sop_class_extended,
+            on_sop_class_common_extended=self.on_sop_class_common_extended,
+            on_user_identity=identity_hook,
+        )
+
+    def _user_identity(self, item: UserIdentityRQSubItem) -> tuple[bool, bytes | None]:
+        handlers = self._event_handlers.get(evt.EVT_USER_ID)
+        if handlers:
+            result = handlers[-1](item)
+        else:
+            assert self.on_user_identity is not None  # noqa: S101 - only wired when set
+            result = self.on_user_identity(
+                item.identity_type, item.primary_field, item.secondary_field, {}
+            )
+        accepted, response = result
+        return bool(accepted), response
+
+    def _hooks(self) -> AssociationHooks:
+        def hook(event: evt.EventType, name: str) -> Callable[[Any], None]:
+            return lambda association: self._notify(event, getattr(self, name), association)
+
+        return AssociationHooks(
+            requested=[hook(evt.EVT_REQUESTED, "on_association_requested")],
+            accepted=[hook(evt.EVT_ACCEPTED, "on_association_accepted")],
+            rejected=[hook(evt.EVT_REJECTED, "on_association_rejected")],
+            released=[hook(evt.EVT_RELEASED, "on_association_released")],
+            aborted=[hook(evt.EVT_ABORTED, "on_association_aborted")],
+        )
+
+    def _runner_loop(self) -> LoopThread:
+        with self._lock:
+            if self._runner is None:
+                self._runner = LoopThread()
+            return self._runner
+
+    def start(
+        self,
+        block: bool = True,
+        *,
+        workers: int = 0,
+        evt_handlers: Sequence[tuple[Any, ...]] = (),
+        ssl_context: ssl_module.SSLContext | None = None,
+        reuse_port: bool = False,
+    ) -> None:
+        """Listen on `bind_addr:port` as SCP. Blocks until stop() unless block=False.
+
+        With workers=0 the service callbacks run on a thread pool of this process.
+        """
+        if workers:
+            raise ValueError(
+                "workers > 0 (cluster mode) is not available from the AE yet; "
+                "use `dicomnode serve --workers N` or workers=0"
+            )
+        if not self._supported_contexts:
+            raise ValueError("no supported presentation contexts: add_supported_context() first")
+        if self._server is not None:
+            raise RuntimeError("this AE is already listening")
+        for item in evt_handlers:
+            self.bind(item[0], item[1])
+        runner = self._runner_loop()
+        self._stopped.clear()
+        self._dispatcher = ThreadDispatcher(
+            self._handlers(), threads=max(4, self._maximum_associations * 2),
+            suboperation_timeout=self._dimse_timeout or 60.0,
+        )
+        settings = ServerSettings(
+            policy=self._policy,
+            dispatcher=self._dispatcher,
+            maximum_associations=self._maximum_associations,
+            acse_timeout=self._acse_timeout or 30.0,
+            dimse_timeout=self._dimse_timeout,
+            network_timeout=self._network_timeout,
+            maximum_pdu_size=self._maximum_pdu_size,
+            hooks=self._hooks(),
+        )
+        server = AcceptorServer(settings)
+
+        async def launch() -> None:
+            assert self._dispatcher is not None  # noqa: S101
+            await self._dispatcher.start()
+            await server.start(self.bind_addr or "0.0.0.0", self.port, ssl=ssl_context,  # noqa: S104
+                               reuse_port=reuse_port)
+
+        runner.run(launch())
+        self._server = server
+        self.port = server.port
+        log.info("%s listening on %s:%d", self._ae_title, self.bind_addr or "0.0.0.0", self.port)
+        if block:
+            try:
+                while not self._stopped.wait(0.5):
+                    pass
+            except KeyboardInterrupt:
+                self.stop()
+
+    def stop(self) -> None:
+        """Stop listening; release-or-abort open associations; stop the loop thread."""
+        server, self._server = self._server, None
+        dispatcher, self._dispatcher = self._dispatcher, None
+        runner = self._runner
+        if runner is not None:
+            for association in list(self._client_associations):
+                if association.is_established:
+                    try:
+                        association.release()
+                    except Exception:  # noqa: BLE001 - shutting down anyway
+                        association.abort()
+            self._client_associations.clear()
+
+            async def shutdown() -> None:
+                if server is not None:
+                    await server.close(grace=1.0)
+                if dispatcher is not None:
+                    await dispatcher.close()
+
+            runner.run(shutdown(), 30)
+            runner.stop()
+            self._runner = None
+        self._stopped.set()
+
+    quit = stop
+
+    def shutdown(self) -> None:
+        self.stop()
+
+    @property
+    def active_associations(self) -> list[Any]:
+        """Associations open right now, as acceptor and as requestor."""
+        server_side: list[Any] = list(self._server.associations) if self._server else []
+        self.cleanup_associations()
+        return server_side + [a for a in self._client_associations if a.is_established]
+
+    def cleanup_associations(self) -> None:
+        """Forget requestor associations that have ended."""
+        self._client_associations = [a for a in self._client_associations if a.is_established]
+
+    # --- requestor --------------------------------------------------------------------------
+
+    def associate(
+        self,
+        addr: str,
+        port: int,
+        contexts: Sequence[PresentationContext] | None = None,
+        ae_title: str | bytes = b"ANY-SCP",
+        max_pdu: int = 16382,
+        ext_neg: Sequence[Any] | None = None,
+        evt_handlers: Sequence[tuple[Any, ...]] = (),
+        tls_args: tuple[ssl_module.SSLContext, str | None] | None = None,
+    ) -> Association:
+        """Request an association with the peer at addr:port (blocking, seed API)."""
+        runner = self._runner_loop()
+        inner = runner.run(
+            self.associate_async(addr, port, contexts, ae_title, max_pdu, ext_neg,
+                                 evt_handlers, tls_args)
+        )
+        association = Association(inner, runner)
+        if association.is_established:
+            self._client_associations.append(association)
+        return association
+
+    async def associate_async(
+        self,
+        addr: str,
+        port: int,
+        contexts: Sequence[PresentationContext] | None = None,
+        ae_title: str | bytes = b"ANY-SCP",
+        max_pdu: int = 16382,
+        ext_neg: Sequence[Any] | None = None,
+        evt_handlers: Sequence[tuple[Any, ...]] = (),
+        tls_args: tuple[ssl_module.SSLContext, str | None] | None = None,
+    ) -> AsyncAssociation:
+        """Request an association; usable on any event loop (`async with`)."""
+        if not isinstance(addr, str):
+            raise TypeError("addr must be a str")
+        if not isinstance(port, int) or not 0 < port <= 65535:
+            raise ValueError(f"port must be 1-65535, not {port!r}")
+        proposed = list(contexts) if contexts is not None else list(self._requested_contexts)
+        if not proposed:
+            raise RuntimeError("no requested presentation contexts: add_requested_context() first")
+        roles = {item.sop_class_uid: item for item in ext_neg or () if isinstance(item, RoleSelectionSubItem)}
+        if roles:
+            proposed = [
+                build_context(c.abstract_syntax, c.transfer_syntaxes,
+                              scu_role=roles[c.abstract_syntax].scu_role,
+                              scp_role=roles[c.abstract_syntax].scp_role)
+                if c.abstract_syntax in roles else c
+                for c in proposed
+            ]
+        identity = next((i for i in ext_neg or () if isinstance(i, UserIdentityRQSubItem)), None)
+        extended = {
+            i.sop_class_uid: i.service_class_application_information
+            for i in ext_neg or () if isinstance(i, SOPClassExtendedNegotiationSubItem)
+        }
+        common = [i for i in ext_neg or () if isinstance(i, SOPClassCommonExtendedNegotiationSubItem)]
+        window = next(
+            (i for i in ext_neg or () if type(i).__name__ == "AsynchronousOperationsWindowSubItem"),
+            None,
+        )
+        request = build_associate_rq(
+            calling_ae_title=self._ae_title,
+            called_ae_title=_title(ae_title, "ae_title"),
+            contexts=proposed,
+            maximum_pdu_length=max_pdu,
+            implementation_class_uid=self._implementation_class_uid,
+            implementation_version_name=self._implementation_version_name,
+            operations_invoked=getattr(window, "maximum_operations_invoked", 1),
+            operations_performed=getattr(window, "maximum_operations_performed", 1),
+            user_identity=identity,
+            sop_class_extended=extended,
+            sop_class_common_extended=common,
+        )
+        settings = ClientSettings(
+            acse_timeout=self._acse_timeout or 30.0,
+            dimse_timeout=self._dimse_timeout,
+            network_timeout=self._network_timeout,
+            maximum_pdu_size=max_pdu,
+            handlers=self._handlers(evt_handlers),
+        )
+        ssl_context, hostname = tls_args if tls_args else (None, None)
+        return await open_association(
+            addr, port, request, settings, ssl=ssl_context,
+            server_hostname=hostname or addr, cls=AsyncAssociation,
+        )
+
+    def __repr__(self) -> str:
+        return f"ApplicationEntity(ae_title={self._ae_title!r}, port={self.port})"
+
+
+AE = ApplicationEntity

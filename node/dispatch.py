@@ -1,0 +1,114 @@
+# The seam between the acceptor and whatever runs the service handlers.
+#
+# Rules: plain data and typing.Protocols only (no asyncio, no zmq, no pydicom), so both the
+# acceptor (node.transport) and the workers can import it. A ServiceRequest is what crosses the
+# seam; it carries the decoded command and the data set as opaque bytes. Two implementations
+# exist behind `Dispatcher`: node.local.ThreadDispatcher (in-process, a thread pool) and the
+# ZeroMQ bridge (node.bridge) that hands requests to worker processes through the broker.
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+    from node.dimse.commands import DimseMessage
+
+
+@dataclass(frozen=True, slots=True)
+class StorageContext:
+    """An accepted presentation context on which the acceptor may send C-STORE-RQs (C-GET)."""
+
+    context_id: int
+    abstract_syntax: str
+    transfer_syntax: str
+
+
+@dataclass(frozen=True, slots=True)
+class AssociationInfo:
+    """What a service handler may know about the association a request came on."""
+
+    assoc_id: int
+    calling_ae_title: str
+    called_ae_title: str
+    peer_address: str
+    peer_port: int
+    local_ae_title: str
+    acceptor_id: str = "local"
+    storage_contexts: tuple[StorageContext, ...] = ()
+    user_identity_type: int | None = None
+    username: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRequest:
+    """One DIMSE request (PS3.7) as handed to a service handler."""
+
+    association: AssociationInfo
+    context_id: int
+    abstract_syntax: str
+    transfer_syntax: str
+    command: DimseMessage
+    dataset: bytes | None = None
+    deadline: float | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def message_id(self) -> int:
+        return int(getattr(self.command, "message_id", 0))
+
+
+class ReplySink(Protocol):
+    """Acceptor side of a request in flight; called on the acceptor's event loop thread."""
+
+    def send_response(
+        self,
+        request: ServiceRequest,
+        response: DimseMessage,
+        dataset: bytes | None,
+        final: bool,
+    ) -> None:
+        """Put a response (pending or final) for `request` on its association."""
+
+    def store_suboperation(
+        self,
+        request: ServiceRequest,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax: str,
+        dataset: bytes,
+    ) -> Awaitable[int]:
+        """C-GET: send a C-STORE-RQ on the same association; resolves to the peer's status."""
+        ...
+
+
+class Dispatcher(Protocol):
+    """Runs service handlers for requests (in-process threads or ZeroMQ workers)."""
+
+    async def start(self) -> None:
+        """Get ready to accept requests."""
+
+    def submit(self, request: ServiceRequest, sink: ReplySink) -> None:
+        """Start handling `request`; every response goes to `sink`, the last with final=True."""
+
+    def cancel(self, assoc_id: int, message_id: int) -> None:
+        """C-CANCEL: ask the handler of (assoc_id, message_id) to stop (PS3.7 9.3.2.3)."""
+
+    async def close(self) -> None:
+        """Stop accepting requests and release resources."""
+
+
+class Channel(Protocol):
+    """Worker side of a request in flight: what a service handler may do (blocking calls)."""
+
+    def respond(self, response: DimseMessage, dataset: bytes | None, final: bool) -> None:
+        """Send a response back to the association (pending ones first, one final)."""
+
+    def store(
+        self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, dataset: bytes
+    ) -> int:
+        """C-GET sub-operation: C-STORE on the requesting association; returns its status."""
+
+    def is_cancelled(self) -> bool:
+        """True once a C-CANCEL for this request arrived."""

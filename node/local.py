@@ -1,0 +1,106 @@
+# In-process dispatcher: service handlers run in a thread pool of the acceptor process.
+#
+# Rules: the event loop never runs a user callback; handlers run on pool threads and talk back
+# through thread-safe loop calls. Used by `AE.start(workers=0)` and by the SCU side of an
+# association (C-STORE sub-operations of C-GET arrive on the requestor's association).
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from workers.service import handle_request
+
+if TYPE_CHECKING:
+    from node.dimse.commands import DimseMessage
+    from node.dispatch import ReplySink, ServiceRequest
+    from workers.handlers.common import Handlers
+
+log = logging.getLogger("dicomnode.local")
+
+
+class _ThreadChannel:
+    """The worker-side Channel for a request handled on a pool thread."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        request: ServiceRequest,
+        sink: ReplySink,
+        suboperation_timeout: float | None,
+    ) -> None:
+        self.loop = loop
+        self.request = request
+        self.sink = sink
+        self.cancelled = threading.Event()
+        self.suboperation_timeout = suboperation_timeout
+
+    def respond(self, response: DimseMessage, dataset: bytes | None, final: bool) -> None:
+        self.loop.call_soon_threadsafe(
+            self.sink.send_response, self.request, response, dataset, final
+        )
+
+    def store(
+        self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, dataset: bytes
+    ) -> int:
+        async def send() -> int:
+            return await self.sink.store_suboperation(
+                self.request, sop_class_uid, sop_instance_uid, transfer_syntax, dataset
+            )
+
+        future = asyncio.run_coroutine_threadsafe(send(), self.loop)
+        try:
+            return future.result(self.suboperation_timeout)
+        except Exception as error:  # noqa: BLE001 - any failure is a failed sub-operation
+            log.warning("C-STORE sub-operation for %s failed: %s", sop_instance_uid, error)
+            future.cancel()
+            return 0xA702
+
+    def is_cancelled(self) -> bool:
+        return self.cancelled.is_set()
+
+
+class ThreadDispatcher:
+    """Dispatcher that runs `workers.service.handle_request` on a thread pool."""
+
+    def __init__(
+        self, handlers: Handlers, threads: int = 8, suboperation_timeout: float | None = 60.0
+    ) -> None:
+        self.handlers = handlers
+        self.threads = threads
+        self.suboperation_timeout = suboperation_timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._channels: dict[tuple[int, int], _ThreadChannel] = {}
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="dicomnode-handler")
+
+    def submit(self, request: ServiceRequest, sink: ReplySink) -> None:
+        assert self._loop is not None and self._executor is not None  # noqa: S101 - start()
+        channel = _ThreadChannel(self._loop, request, sink, self.suboperation_timeout)
+        key = (request.association.assoc_id, request.message_id)
+        self._channels[key] = channel
+        self._executor.submit(self._run, key, request, channel)
+
+    def _run(self, key: tuple[int, int], request: ServiceRequest, channel: _ThreadChannel) -> None:
+        try:
+            handle_request(request, channel, self.handlers)
+        except Exception:  # noqa: BLE001 - never let a pool thread die silently
+            log.exception("handler crashed for message %s", request.message_id)
+        finally:
+            self._channels.pop(key, None)
+
+    def cancel(self, assoc_id: int, message_id: int) -> None:
+        channel = self._channels.get((assoc_id, message_id))
+        if channel is not None:
+            channel.cancelled.set()
+
+    async def close(self) -> None:
+        for channel in list(self._channels.values()):
+            channel.cancelled.set()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,11 @@
+# SOP Class UIDs by name, as `pynetdicom.sop_class` offers them (`from node.sop_class import
+# CTImageStorage`), looked up in pydicom's UID dictionary.
+from __future__ import annotations
+
+from pydicom.uid import UID
+
+from node.presets import sop_class_uid
+
+
+def __getattr__(name: str) -> UID:
+    return sop_class_uid(name)

@@ -1,0 +1,351 @@
+# The acceptor: an asyncio server whose connections negotiate associations and hand DIMSE
+# requests to a Dispatcher (in-process threads or ZeroMQ workers).
+#
+# Rules: one event loop for every association of the process; nothing here blocks. Negotiation
+# is node.acse's pure function; association-level hooks (requested/accepted/rejected/released/
+# aborted) run here because they decide what goes on the wire. Requests in flight per
+# association never exceed the negotiated asynchronous operations window; past it, reading
+# pauses so TCP pushes back on the SCU (PS3.7 D.3.3.3).
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from node.acse.negotiation import Acceptance, AcceptorPolicy, negotiate_as_acceptor
+from node.dimse.commands import CCancelRQ, CStoreRQ
+from node.dispatch import AssociationInfo, ServiceRequest, StorageContext
+from node.transport.connection import Connection
+from node.ul.association import Role
+from node.ul.pdu import Abort, AssociateRQ, ReleaseRP, ReleaseRQ
+
+if TYPE_CHECKING:
+    from node.dimse.commands import DimseMessage
+    from node.dispatch import Dispatcher
+    from node.ul.pdu import PDU
+
+log = logging.getLogger("dicomnode.acceptor")
+
+#: In-flight cap when the peer negotiated an unlimited (0) window.
+UNLIMITED_WINDOW_CAP = 64
+
+
+@dataclass
+class AssociationHooks:
+    """Association-level callbacks (run on the acceptor's loop; exceptions are logged)."""
+
+    requested: list[Callable[[Any], None]] = field(default_factory=list)
+    accepted: list[Callable[[Any], None]] = field(default_factory=list)
+    rejected: list[Callable[[Any], None]] = field(default_factory=list)
+    released: list[Callable[[Any], None]] = field(default_factory=list)
+    aborted: list[Callable[[Any], None]] = field(default_factory=list)
+
+    @staticmethod
+    def fire(callbacks: list[Callable[[Any], None]], argument: Any) -> None:
+        for callback in callbacks:
+            try:
+                callback(argument)
+            except Exception:  # noqa: BLE001 - a user hook must not break the association
+                log.exception("association hook %r raised", callback)
+
+
+@dataclass
+class ServerSettings:
+    """Everything an acceptor needs, built by the AE (or the `acceptor` command)."""
+
+    policy: Callable[[], AcceptorPolicy]
+    dispatcher: Dispatcher
+    maximum_associations: int | None = 2
+    acse_timeout: float = 30.0
+    dimse_timeout: float | None = None
+    network_timeout: float | None = 60.0
+    maximum_pdu_size: int = 16382
+    acceptor_id: str = "local"
+    hooks: AssociationHooks = field(default_factory=AssociationHooks)
+    connection_wrapper: Callable[[Any], Any] | None = None
+
+
+class AcceptorServer:
+    """Listens on a TCP port; one ServerAssociation per connection."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.associations: set[ServerAssociation] = set()
+        self._server: asyncio.Server | None = None
+        self._ids = itertools.count(1)
+
+    async def start(
+        self, host: str, port: int, *, reuse_port: bool = False, ssl: Any = None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._new_connection,
+            host,
+            port,
+            backlog=1024,
+            reuse_address=True,
+            reuse_port=reuse_port or None,
+            ssl=ssl,
+        )
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None  # noqa: S101 - start() first
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def _new_connection(self) -> ServerAssociation:
+        return ServerAssociation(self, next(self._ids))
+
+    def established_count(self) -> int:
+        return sum(1 for association in self.associations if association.acceptance is not None)
+
+    async def close(self, *, grace: float = 5.0) -> None:
+        """Stop listening, abort associations that outlive `grace` seconds."""
+        if self._server is not None:
+            self._server.close()
+        pending = [association.closed for association in self.associations]
+        if pending:
+            _done, _ = await asyncio.wait(pending, timeout=grace)
+        for association in list(self.associations):
+            association.abort("acceptor shutting down")
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+class ServerAssociation(Connection):
+    """One association as acceptor (PS3.8 roles: Sta2 onwards)."""
+
+    def __init__(self, server: AcceptorServer, assoc_id: int) -> None:
+        settings = server.settings
+        super().__init__(
+            Role.ACCEPTOR,
+            maximum_pdata_length=settings.maximum_pdu_size,
+            artim_timeout=settings.acse_timeout,
+            idle_timeout=settings.network_timeout,
+        )
+        self.server = server
+        self.settings = settings
+        self.assoc_id = assoc_id
+        self.acceptance: Acceptance | None = None
+        self.info: AssociationInfo | None = None
+        self.request: AssociateRQ | None = None
+        self.contexts: dict[int, tuple[str, str]] = {}
+        self.in_flight: dict[int, ServiceRequest] = {}
+        self.window = 1
+        self._release_pending = False
+        self._suboperation_ids = itertools.count(1)
+        self._suboperations: dict[int, asyncio.Future[int]] = {}
+
+    # --- association life -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.server.associations.add(self)
+        super().connection_made(transport)
+
+    def on_pdu(self, pdu: PDU) -> None:
+        if isinstance(pdu, AssociateRQ):
+            self._negotiate(pdu)
+        elif isinstance(pdu, ReleaseRQ):
+            if self.in_flight:
+                self._release_pending = True
+                self.pause_reading()
+            else:
+                self._release()
+        elif isinstance(pdu, Abort):
+            self.close_reason = f"aborted by peer (source {pdu.source}, reason {pdu.reason})"
+            self.on_aborted(self.close_reason, by_peer=True)
+        elif isinstance(pdu, ReleaseRP):  # release collision as acceptor (Sta10 -> Sta12)
+            self.send_pdu(ReleaseRP())
+
+    def _negotiate(self, request: AssociateRQ) -> None:
+        settings = self.settings
+        self.request = request
+        AssociationHooks.fire(settings.hooks.requested, self)
+        decision = negotiate_as_acceptor(
+            request,
+            settings.policy(),
+            association_count=self.server.established_count(),
+            maximum_associations=settings.maximum_associations,
+        )
+        if not isinstance(decision, Acceptance):
+            log.info(
+                "rejected association from %s (%s -> %s): %s",
+                self.peer_address[0],
+                request.calling_ae_title,
+                request.called_ae_title,
+                decision.reason,
+            )
+            self.close_reason = f"rejected: {decision.reason}"
+            self.send_pdu(decision.pdu)
+            AssociationHooks.fire(settings.hooks.rejected, self)
+            return
+        self.acceptance = decision
+        self.peer_maximum_length = decision.peer_maximum_length
+        storage: list[StorageContext] = []
+        for context in decision.contexts:
+            if not context.accepted or context.transfer_syntax is None:
+                continue
+            self.contexts[context.context_id] = (context.abstract_syntax, context.transfer_syntax)
+            if context.as_scu:
+                storage.append(
+                    StorageContext(
+                        context.context_id, context.abstract_syntax, context.transfer_syntax
+                    )
+                )
+        invoked = decision.operations_invoked
+        self.window = invoked if invoked > 0 else UNLIMITED_WINDOW_CAP
+        identity = decision.user_identity
+        self.info = AssociationInfo(
+            assoc_id=self.assoc_id,
+            calling_ae_title=request.calling_ae_title,
+            called_ae_title=request.called_ae_title,
+            peer_address=self.peer_address[0],
+            peer_port=self.peer_address[1],
+            local_ae_title=request.called_ae_title,
+            acceptor_id=settings.acceptor_id,
+            storage_contexts=tuple(storage),
+            user_identity_type=identity.identity_type if identity is not None else None,
+            username=identity.primary_field.decode("utf-8", "replace")
+            if identity is not None and identity.identity_type in (1, 2)
+            else None,
+        )
+        self.send_pdu(decision.pdu)
+        log.debug(
+            "accepted association %d from %s (%s)",
+            self.assoc_id,
+            self.peer_address[0],
+            request.calling_ae_title,
+        )
+        AssociationHooks.fire(settings.hooks.accepted, self)
+
+    def _release(self) -> None:
+        self.send_pdu(ReleaseRP())
+        self.close_reason = "released"
+        AssociationHooks.fire(self.settings.hooks.released, self)
+
+    def on_aborted(self, reason: str, *, by_peer: bool) -> None:
+        AssociationHooks.fire(self.settings.hooks.aborted, self)
+
+    def on_closed(self, reason: str) -> None:
+        self.server.associations.discard(self)
+        dispatcher = self.settings.dispatcher
+        for message_id in list(self.in_flight):
+            dispatcher.cancel(self.assoc_id, message_id)
+        self.in_flight.clear()
+        for future in self._suboperations.values():
+            if not future.done():
+                future.set_exception(ConnectionError(f"association closed: {reason}"))
+        self._suboperations.clear()
+
+    def is_busy(self) -> bool:
+        return bool(self.in_flight)
+
+    # --- DIMSE ------------------------------------------------------------------------------
+
+    def on_message(self, context_id: int, command: DimseMessage, dataset: bytes | None) -> None:
+        if not command.is_request:
+            self._on_response(command)
+            return
+        if isinstance(command, CCancelRQ):
+            self.settings.dispatcher.cancel(self.assoc_id, command.message_id_being_responded_to)
+            return
+        context = self.contexts.get(context_id)
+        if context is None or self.info is None:
+            self.provider_abort_unknown_context(context_id)
+            return
+        loop_time = self.loop.time()
+        timeout = self.settings.dimse_timeout
+        request = ServiceRequest(
+            association=self.info,
+            context_id=context_id,
+            abstract_syntax=context[0],
+            transfer_syntax=context[1],
+            command=command,
+            dataset=dataset,
+            deadline=loop_time + timeout if timeout else None,
+        )
+        self.in_flight[request.message_id] = request
+        if len(self.in_flight) >= self.window:
+            self.pause_reading()
+        self.settings.dispatcher.submit(request, self)
+
+    def provider_abort_unknown_context(self, context_id: int) -> None:
+        from node.ul.errors import AbortReason, RemoteProtocolError  # noqa: PLC0415
+
+        self.provider_abort(
+            RemoteProtocolError(
+                f"message on presentation context {context_id}, which was not accepted",
+                AbortReason.UNEXPECTED_PDU_PARAMETER,
+            )
+        )
+
+    def _on_response(self, command: DimseMessage) -> None:
+        message_id = int(getattr(command, "message_id_being_responded_to", -1))
+        future = self._suboperations.pop(message_id, None)
+        if future is None:
+            log.warning("association %d: unexpected response %s", self.assoc_id, command)
+            return
+        if not future.done():
+            future.set_result(int(getattr(command, "status", 0xC000)))
+
+    # --- ReplySink --------------------------------------------------------------------------
+
+    def send_response(
+        self,
+        request: ServiceRequest,
+        response: DimseMessage,
+        dataset: bytes | None,
+        final: bool,
+    ) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.in_flight.get(request.message_id) is not request:
+            return  # association replaced or request already finished
+        self.send_message(request.context_id, response, dataset)
+        if final:
+            del self.in_flight[request.message_id]
+            if len(self.in_flight) < self.window:
+                if self._release_pending and not self.in_flight:
+                    self._release_pending = False
+                    self._release()
+                else:
+                    self.resume_reading()
+
+    async def store_suboperation(
+        self,
+        request: ServiceRequest,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax: str,
+        dataset: bytes,
+    ) -> int:
+        """C-GET sub-operation: C-STORE-RQ on this association, wait for the C-STORE-RSP."""
+        context_id = next(
+            (
+                context.context_id
+                for context in request.association.storage_contexts
+                if context.abstract_syntax == sop_class_uid
+                and context.transfer_syntax == transfer_syntax
+            ),
+            None,
+        )
+        if context_id is None:
+            return 0xA702
+        message_id = next(self._suboperation_ids) & 0xFFFF or next(self._suboperation_ids)
+        future: asyncio.Future[int] = self.loop.create_future()
+        self._suboperations[message_id] = future
+        await self.drain()
+        self.send_message(
+            context_id,
+            CStoreRQ(
+                message_id=message_id,
+                affected_sop_class_uid=sop_class_uid,
+                affected_sop_instance_uid=sop_instance_uid,
+            ),
+            dataset,
+        )
+        timeout = self.settings.dimse_timeout
+        return await asyncio.wait_for(future, timeout) if timeout else await future

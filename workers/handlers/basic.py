@@ -1,0 +1,202 @@
+# Single-response services: Verification (C-ECHO), Storage (C-STORE) and the DIMSE-N services.
+#
+# Rules: each service answers exactly one final response. Failures of the user's callback map to
+# the service's failure statuses (PS3.4 Annex A/B, PS3.7 Annex C) with an Error Comment.
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydicom.dataset import Dataset
+
+from node import evt
+from node.dicomio import encode_dataset
+from node.dimse.commands import (
+    CEchoRSP,
+    CStoreRSP,
+    NActionRSP,
+    NCreateRSP,
+    NDeleteRSP,
+    NEventReportRSP,
+    NGetRSP,
+    NSetRSP,
+)
+from workers.handlers.common import (
+    Handlers,
+    InvalidStatusError,
+    StatusResult,
+    call_handler,
+    context_of,
+    decoded_dataset,
+    describe_exception,
+    failure,
+    info_of,
+    log,
+    parse_status,
+)
+
+if TYPE_CHECKING:
+    from node.dispatch import Channel, ServiceRequest
+
+SUCCESS = 0x0000
+PROCESSING_FAILURE = 0x0110
+STORE_CANNOT_UNDERSTAND = 0xC211
+STORE_NO_HANDLER = 0xC210
+
+
+def _run_status_callback(
+    request: ServiceRequest,
+    channel: Channel,
+    event_type: evt.EventType,
+    callback: Any,
+    legacy_args: Any,
+    handlers: Handlers,
+    *,
+    default: StatusResult,
+    on_error: int,
+) -> StatusResult:
+    try:
+        result = call_handler(request, channel, event_type, callback, legacy_args, handlers)
+    except Exception as error:  # noqa: BLE001 - a user callback may raise anything
+        log.exception("%s handler raised for message %s", event_type, request.message_id)
+        return failure(on_error, describe_exception(error))
+    if result is None and callback is None and event_type not in handlers.events:
+        return default
+    try:
+        return parse_status(result)
+    except InvalidStatusError as error:
+        log.error("%s handler returned an invalid status: %s", event_type, error)
+        return failure(on_error, f"invalid status from handler: {error}")
+
+
+def handle_c_echo(request: ServiceRequest, channel: Channel, handlers: Handlers) -> None:
+    """Verification SCP (PS3.4 Annex A): success unless the callback says otherwise."""
+    result = _run_status_callback(
+        request,
+        channel,
+        evt.EVT_C_ECHO,
+        handlers.on_c_echo,
+        lambda: (context_of(request), info_of(request)),
+        handlers,
+        default=StatusResult(SUCCESS),
+        on_error=PROCESSING_FAILURE,
+    )
+    channel.respond(
+        CEchoRSP(
+            message_id_being_responded_to=request.message_id,
+            affected_sop_class_uid=request.abstract_syntax,
+            status=result.status,
+            error_comment=result.error_comment,
+        ),
+        None,
+        True,
+    )
+
+
+def handle_c_store(request: ServiceRequest, channel: Channel, handlers: Handlers) -> None:
+    """Storage SCP (PS3.4 Annex B) through the user's callback."""
+    command = request.command
+    result = _run_status_callback(
+        request,
+        channel,
+        evt.EVT_C_STORE,
+        handlers.on_c_store,
+        lambda: (decoded_dataset(request), context_of(request), info_of(request)),
+        handlers,
+        default=failure(STORE_NO_HANDLER, "no C-STORE handler is configured"),
+        on_error=STORE_CANNOT_UNDERSTAND,
+    )
+    channel.respond(
+        CStoreRSP(
+            message_id_being_responded_to=request.message_id,
+            affected_sop_class_uid=getattr(command, "affected_sop_class_uid", ""),
+            affected_sop_instance_uid=getattr(command, "affected_sop_instance_uid", ""),
+            status=result.status,
+            error_comment=result.error_comment,
+            offending_element=result.offending_element,
+        ),
+        None,
+        True,
+    )
+
+
+# --- DIMSE-N (PS3.7 section 10) ---------------------------------------------------------------
+
+_N_SERVICES: dict[type, tuple[evt.EventType, str, type]] = {}
+
+
+def _n_response(request: ServiceRequest, result: StatusResult, has_dataset: bool) -> Any:
+    command = request.command
+    response_class = _N_RESPONSES[type(command).__name__]
+    fields: dict[str, Any] = {
+        "message_id_being_responded_to": request.message_id,
+        "status": result.status,
+        "error_comment": result.error_comment,
+        "has_dataset": has_dataset,
+    }
+    sop_class = getattr(command, "affected_sop_class_uid", None) or getattr(
+        command, "requested_sop_class_uid", None
+    )
+    sop_instance = getattr(command, "affected_sop_instance_uid", None) or getattr(
+        command, "requested_sop_instance_uid", None
+    )
+    fields["affected_sop_class_uid"] = sop_class
+    fields["affected_sop_instance_uid"] = sop_instance
+    if hasattr(command, "event_type_id"):
+        fields["event_type_id"] = command.event_type_id
+    if hasattr(command, "action_type_id"):
+        fields["action_type_id"] = command.action_type_id
+    return response_class(**fields)
+
+
+_N_RESPONSES: dict[str, type] = {
+    "NActionRQ": NActionRSP,
+    "NCreateRQ": NCreateRSP,
+    "NDeleteRQ": NDeleteRSP,
+    "NEventReportRQ": NEventReportRSP,
+    "NGetRQ": NGetRSP,
+    "NSetRQ": NSetRSP,
+}
+
+_N_EVENTS: dict[str, tuple[evt.EventType, str]] = {
+    "NActionRQ": (evt.EVT_N_ACTION, "on_n_action"),
+    "NCreateRQ": (evt.EVT_N_CREATE, "on_n_create"),
+    "NDeleteRQ": (evt.EVT_N_DELETE, "on_n_delete"),
+    "NEventReportRQ": (evt.EVT_N_EVENT_REPORT, "on_n_event_report"),
+    "NGetRQ": (evt.EVT_N_GET, "on_n_get"),
+    "NSetRQ": (evt.EVT_N_SET, "on_n_set"),
+}
+
+
+def handle_n_service(request: ServiceRequest, channel: Channel, handlers: Handlers) -> None:
+    """Any DIMSE-N request: the handler returns a status, or (status, dataset) (PS3.7 10.1)."""
+    name = type(request.command).__name__
+    event_type, attribute = _N_EVENTS[name]
+    callback = getattr(handlers, attribute)
+
+    def legacy_args() -> tuple[Any, ...]:
+        if name == "NDeleteRQ":
+            return (context_of(request), info_of(request))
+        if name == "NGetRQ":
+            identifiers = getattr(request.command, "attribute_identifier_list", None) or ()
+            return (list(identifiers), context_of(request), info_of(request))
+        return (decoded_dataset(request), context_of(request), info_of(request))
+
+    dataset_bytes: bytes | None = None
+    try:
+        result = call_handler(request, channel, event_type, callback, legacy_args, handlers)
+        if result is None:
+            status = failure(0x0112 if name != "NEventReportRQ" else PROCESSING_FAILURE,
+                             f"no {event_type} handler is configured")
+        elif isinstance(result, tuple):
+            status_value, reply = result
+            status = parse_status(status_value)
+            if isinstance(reply, Dataset):
+                dataset_bytes = encode_dataset(reply, request.transfer_syntax)
+        else:
+            status = parse_status(result)
+    except InvalidStatusError as error:
+        status = failure(PROCESSING_FAILURE, f"invalid status from handler: {error}")
+    except Exception as error:  # noqa: BLE001 - a user callback may raise anything
+        log.exception("%s handler raised", event_type)
+        status = failure(PROCESSING_FAILURE, describe_exception(error))
+    channel.respond(_n_response(request, status, dataset_bytes is not None), dataset_bytes, True)

@@ -1,0 +1,257 @@
+# Retrieve services: C-GET SCP and C-MOVE SCP (PS3.4 Annex C.4.2, C.4.3).
+#
+# Rules: the user's generator yields the number of sub-operations, then (status, dataset) per
+# instance (C-MOVE first yields the destination address). Each data set is stored as it comes:
+# C-GET on the requesting association (through the channel), C-MOVE on a new association that
+# this worker opens to the destination. A pending C-xxx-RSP with the four counts follows each
+# sub-operation; the final status is success, 0xB000 when some failed or had warnings (with the
+# Failed SOP Instance UID List), 0xFE00 on cancel, 0xA702/0xA801/0xC5xx for the failure cases.
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydicom.dataset import Dataset
+from pydicom.uid import (
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+from node import evt
+from node.dicomio import encode_dataset
+from node.dimse.commands import CGetRSP, CMoveRSP
+from node.dimse.status import StatusCategory, classify
+from workers.handlers.common import (
+    Handlers,
+    InvalidStatusError,
+    StatusResult,
+    call_handler,
+    context_of,
+    decoded_dataset,
+    describe_exception,
+    failure,
+    info_of,
+    log,
+    parse_status,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from node.dispatch import Channel, ServiceRequest, StorageContext
+
+CANCEL = 0xFE00
+SUBOPERATIONS_WARNING = 0xB000
+OUT_OF_RESOURCES_SUBOPERATIONS = 0xA702
+MOVE_DESTINATION_UNKNOWN = 0xA801
+GET_UNABLE_TO_PROCESS = 0xC411
+MOVE_UNABLE_TO_PROCESS = 0xC511
+UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian)
+
+
+@dataclass
+class Counts:
+    """Sub-operation bookkeeping (PS3.4 C.4.2.1.4)."""
+
+    remaining: int = 0
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    failed_uids: list[str] = field(default_factory=list)
+
+    def record(self, status: int, sop_instance_uid: str) -> None:
+        self.remaining = max(self.remaining - 1, 0)
+        category = classify(status)
+        if category is StatusCategory.SUCCESS:
+            self.completed += 1
+        elif category is StatusCategory.WARNING:
+            self.warning += 1
+        else:
+            self.failed += 1
+            self.failed_uids.append(sop_instance_uid)
+
+    def failed_identifier(self, transfer_syntax: str) -> bytes | None:
+        if not self.failed_uids:
+            return None
+        identifier = Dataset()
+        identifier.FailedSOPInstanceUIDList = self.failed_uids
+        return encode_dataset(identifier, transfer_syntax)
+
+
+def choose_transfer_syntax(dataset: Dataset, offered: list[str]) -> str | None:
+    """Pick the transfer syntax to send `dataset` in, among those accepted for its class."""
+    meta = getattr(dataset, "file_meta", None)
+    original = str(meta.TransferSyntaxUID) if meta is not None and "TransferSyntaxUID" in meta else None
+    if original is not None and original in offered:
+        return original
+    if original is None or original in UNCOMPRESSED:
+        for candidate in offered:
+            if candidate in UNCOMPRESSED:
+                return candidate
+    return None
+
+
+def _response(
+    request: ServiceRequest, result: StatusResult, counts: Counts, *, final: bool
+) -> Any:
+    response_class = CGetRSP if type(request.command).__name__ == "CGetRQ" else CMoveRSP
+    show_remaining = not final or result.status == CANCEL
+    return response_class(
+        message_id_being_responded_to=request.message_id,
+        affected_sop_class_uid=request.abstract_syntax,
+        status=result.status,
+        error_comment=result.error_comment,
+        number_of_remaining_suboperations=counts.remaining if show_remaining else None,
+        number_of_completed_suboperations=counts.completed,
+        number_of_failed_suboperations=counts.failed,
+        number_of_warning_suboperations=counts.warning,
+    )
+
+
+def _final_status(counts: Counts) -> StatusResult:
+    if counts.failed and not counts.completed and not counts.warning:
+        return StatusResult(OUT_OF_RESOURCES_SUBOPERATIONS)
+    if counts.failed or counts.warning:
+        return StatusResult(SUBOPERATIONS_WARNING)
+    return StatusResult(0x0000)
+
+
+def _run_suboperations(
+    request: ServiceRequest,
+    channel: Channel,
+    iterator: Iterator[Any],
+    store: Callable[[Dataset], tuple[int, str]],
+    on_error: int,
+) -> None:
+    """Drive the generator after its preamble: store each data set, report progress."""
+    counts = Counts()
+    try:
+        counts.remaining = int(next(iterator))
+    except StopIteration:
+        counts.remaining = 0
+    except Exception as error:  # noqa: BLE001 - a user generator may raise anything
+        log.exception("retrieve handler raised")
+        _finish(request, channel, failure(on_error, describe_exception(error)), counts)
+        return
+    while True:
+        if channel.is_cancelled():
+            _finish(request, channel, StatusResult(CANCEL), counts)
+            return
+        try:
+            item = next(iterator)
+        except StopIteration:
+            break
+        except Exception as error:  # noqa: BLE001 - a user generator may raise anything
+            log.exception("retrieve handler raised")
+            _finish(request, channel, failure(on_error, describe_exception(error)), counts)
+            return
+        try:
+            status_value, dataset = item
+            status = parse_status(status_value)
+        except (InvalidStatusError, TypeError, ValueError) as error:
+            _finish(request, channel, failure(on_error, f"invalid yield: {error}"), counts)
+            return
+        if classify(status.status) is not StatusCategory.PENDING:
+            _finish(request, channel, status, counts)
+            return
+        if not isinstance(dataset, Dataset):
+            counts.record(0xC000, "")
+            continue
+        sub_status, sop_instance = store(dataset)
+        counts.record(sub_status, sop_instance)
+        channel.respond(_response(request, StatusResult(0xFF00), counts, final=False), None, False)
+    _finish(request, channel, _final_status(counts), counts)
+
+
+def _finish(
+    request: ServiceRequest, channel: Channel, result: StatusResult, counts: Counts
+) -> None:
+    identifier = counts.failed_identifier(request.transfer_syntax)
+    response = _response(request, result, counts, final=True)
+    if identifier is not None:
+        response = type(response)(**{**_fields(response), "has_dataset": True})
+    channel.respond(response, identifier, True)
+
+
+def _fields(response: Any) -> dict[str, Any]:
+    return {name: getattr(response, name) for name in response.__dataclass_fields__}
+
+
+def _get_store(request: ServiceRequest, channel: Channel) -> Callable[[Dataset], tuple[int, str]]:
+    by_class: dict[str, list[str]] = {}
+    for context in request.association.storage_contexts:
+        by_class.setdefault(context.abstract_syntax, []).append(context.transfer_syntax)
+
+    def store(dataset: Dataset) -> tuple[int, str]:
+        sop_class = str(dataset.get("SOPClassUID", ""))
+        sop_instance = str(dataset.get("SOPInstanceUID", ""))
+        syntax = choose_transfer_syntax(dataset, by_class.get(sop_class, []))
+        if syntax is None:
+            log.warning("C-GET: no accepted context to send %s (%s)", sop_instance, sop_class)
+            return 0xA702, sop_instance
+        data = encode_dataset(dataset, syntax)
+        return channel.store(sop_class, sop_instance, syntax, data), sop_instance
+
+    return store
+
+
+def handle_c_get(request: ServiceRequest, channel: Channel, handlers: Handlers) -> None:
+    """C-GET SCP: sub-operations go back on the requesting association (PS3.4 C.4.3)."""
+    try:
+        results: Any = call_handler(
+            request,
+            channel,
+            evt.EVT_C_GET,
+            handlers.on_c_get,
+            lambda: (decoded_dataset(request), context_of(request), info_of(request)),
+            handlers,
+        )
+    except Exception as error:  # noqa: BLE001 - a user callback may raise anything
+        log.exception("C-GET handler raised")
+        _finish(request, channel, failure(GET_UNABLE_TO_PROCESS, describe_exception(error)), Counts())
+        return
+    if results is None:
+        _finish(request, channel, failure(GET_UNABLE_TO_PROCESS, "no C-GET handler"), Counts())
+        return
+    _run_suboperations(
+        request, channel, iter(results), _get_store(request, channel), GET_UNABLE_TO_PROCESS
+    )
+
+
+def handle_c_move(request: ServiceRequest, channel: Channel, handlers: Handlers) -> None:
+    """C-MOVE SCP: sub-operations go to the move destination on a new association."""
+    destination = str(getattr(request.command, "move_destination", "") or "")
+    try:
+        results: Any = call_handler(
+            request,
+            channel,
+            evt.EVT_C_MOVE,
+            handlers.on_c_move,
+            lambda: (decoded_dataset(request), destination.encode(), context_of(request),
+                     info_of(request)),
+            handlers,
+        )
+        iterator = iter(results) if results is not None else None
+        address = next(iterator) if iterator is not None else None
+    except Exception as error:  # noqa: BLE001 - a user callback may raise anything
+        log.exception("C-MOVE handler raised")
+        _finish(request, channel, failure(MOVE_UNABLE_TO_PROCESS, describe_exception(error)), Counts())
+        return
+    if iterator is None:
+        _finish(request, channel, failure(MOVE_UNABLE_TO_PROCESS, "no C-MOVE handler"), Counts())
+        return
+    host, port = (address[0], address[1]) if isinstance(address, tuple) and len(address) >= 2 else (None, None)
+    if host is None or port is None:
+        known = handlers.known_aes.get(destination)
+        if known is None:
+            _finish(request, channel, failure(MOVE_DESTINATION_UNKNOWN,
+                                              f"unknown move destination {destination!r}"), Counts())
+            return
+        host, port = known
+    from workers.move import MoveDestination  # noqa: PLC0415 - opens sockets only when used
+
+    with MoveDestination(
+        str(host), int(port), destination, handlers, request
+    ) as target:
+        _run_suboperations(request, channel, iterator, target.store, MOVE_UNABLE_TO_PROCESS)

@@ -1,0 +1,131 @@
+# Run one DIMSE request through the right service handler (PS3.4 service classes).
+#
+# Rules: the single entry point used by both the in-process dispatcher (node.local) and the
+# worker processes. Whatever happens inside a handler, exactly one final response goes out.
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from node.dimse.commands import (
+    CEchoRSP,
+    CFindRSP,
+    CGetRSP,
+    CMoveRSP,
+    CStoreRSP,
+    NActionRSP,
+    NCreateRSP,
+    NDeleteRSP,
+    NEventReportRSP,
+    NGetRSP,
+    NSetRSP,
+)
+from workers.handlers.basic import handle_c_echo, handle_c_store, handle_n_service
+from workers.handlers.query import handle_c_find
+from workers.handlers.retrieve import handle_c_get, handle_c_move
+
+if TYPE_CHECKING:
+    from node.dimse.commands import DimseMessage
+    from node.dispatch import Channel, ServiceRequest
+    from workers.handlers.common import Handlers
+
+log = logging.getLogger("dicomnode.worker")
+
+ServiceHandler = Callable[["ServiceRequest", "Channel", "Handlers"], None]
+
+SERVICES: dict[str, ServiceHandler] = {
+    "CEchoRQ": handle_c_echo,
+    "CStoreRQ": handle_c_store,
+    "CFindRQ": handle_c_find,
+    "CGetRQ": handle_c_get,
+    "CMoveRQ": handle_c_move,
+    "NActionRQ": handle_n_service,
+    "NCreateRQ": handle_n_service,
+    "NDeleteRQ": handle_n_service,
+    "NEventReportRQ": handle_n_service,
+    "NGetRQ": handle_n_service,
+    "NSetRQ": handle_n_service,
+}
+
+RESPONSES: dict[str, type] = {
+    "CEchoRQ": CEchoRSP,
+    "CStoreRQ": CStoreRSP,
+    "CFindRQ": CFindRSP,
+    "CGetRQ": CGetRSP,
+    "CMoveRQ": CMoveRSP,
+    "NActionRQ": NActionRSP,
+    "NCreateRQ": NCreateRSP,
+    "NDeleteRQ": NDeleteRSP,
+    "NEventReportRQ": NEventReportRSP,
+    "NGetRQ": NGetRSP,
+    "NSetRQ": NSetRSP,
+}
+
+PROCESSING_FAILURE = 0x0110
+UNRECOGNIZED_OPERATION = 0x0211
+
+
+class _GuardedChannel:
+    """Remembers whether the final response went out, so a crash still gets one."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self.finished = False
+
+    def respond(self, response: DimseMessage, dataset: bytes | None, final: bool) -> None:
+        if self.finished:
+            raise RuntimeError("a final response was already sent for this request")
+        self.finished = final
+        self.channel.respond(response, dataset, final)
+
+    def store(
+        self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, dataset: bytes
+    ) -> int:
+        return self.channel.store(sop_class_uid, sop_instance_uid, transfer_syntax, dataset)
+
+    def is_cancelled(self) -> bool:
+        return self.channel.is_cancelled()
+
+
+def failure_response(request: ServiceRequest, status: int, comment: str) -> Any:
+    """A final failure response of the right type for `request` (PS3.7 Annex C)."""
+    name = type(request.command).__name__
+    response_class = RESPONSES[name]
+    fields: dict[str, Any] = {
+        "message_id_being_responded_to": request.message_id,
+        "status": status,
+        "error_comment": comment[:64],
+        "has_dataset": False,
+    }
+    command = request.command
+    fields["affected_sop_class_uid"] = getattr(command, "affected_sop_class_uid", None) or getattr(
+        command, "requested_sop_class_uid", None
+    )
+    return response_class(**fields)
+
+
+def handle_request(request: ServiceRequest, channel: Channel, handlers: Handlers) -> None:
+    """Serve `request`; always ends with one final response on `channel`."""
+    name = type(request.command).__name__
+    service = SERVICES.get(name)
+    guarded = _GuardedChannel(channel)
+    if service is None:
+        log.warning("no service for %s", name)
+        return
+    try:
+        service(request, guarded, handlers)
+    except Exception as error:  # noqa: BLE001 - last line of defence for the association
+        log.exception("service %s failed for message %s", name, request.message_id)
+        if not guarded.finished:
+            guarded.respond(
+                failure_response(request, PROCESSING_FAILURE, f"{type(error).__name__}: {error}"),
+                None,
+                True,
+            )
+    if not guarded.finished:
+        guarded.respond(
+            failure_response(request, PROCESSING_FAILURE, "handler sent no final response"),
+            None,
+            True,
+        )
