@@ -7,13 +7,10 @@
 # the loop because they decide what goes on the wire.
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
-import ssl as ssl_module
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from node import evt
 from node.acse.contexts import (
@@ -35,6 +32,10 @@ from node.ul.items import (
     UserIdentityRQSubItem,
 )
 from workers.handlers.common import Handlers
+
+if TYPE_CHECKING:
+    import ssl as ssl_module
+    from collections.abc import Callable, Iterable, Sequence
 
 log = logging.getLogger("dicomnode.ae")
 
@@ -87,7 +88,9 @@ def _check_timeout(value: float | None, what: str) -> float | None:
     return float(value)
 
 
-def build_role(sop_class_uid: str, scu_role: bool = False, scp_role: bool = False) -> RoleSelectionSubItem:
+def build_role(
+    sop_class_uid: str, scu_role: bool = False, scp_role: bool = False
+) -> RoleSelectionSubItem:
     """An SCP/SCU Role Selection item for `associate(ext_neg=[...])` (PS3.7 D.3.3.4)."""
     return RoleSelectionSubItem(str(validate_uid(str(sop_class_uid))), scu_role, scp_role)
 
@@ -95,8 +98,9 @@ def build_role(sop_class_uid: str, scu_role: bool = False, scp_role: bool = Fals
 class ApplicationEntity:
     """A DICOM Application Entity: SCU and SCP (pynetdicom's ApplicationEntity contract)."""
 
-    def __init__(self, ae_title: str | bytes = b"PYNETDICOM", port: int = 0,
-                 bind_addr: str = "") -> None:
+    def __init__(
+        self, ae_title: str | bytes = b"PYNETDICOM", port: int = 0, bind_addr: str = ""
+    ) -> None:
         self._ae_title = _title(ae_title, "ae_title")
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"port must be an integer 0-65535, not {port!r}")
@@ -130,6 +134,8 @@ class ApplicationEntity:
         self.maximum_operations_invoked = 1
         #: AE title -> (host, port) of C-MOVE destinations.
         self.known_aes: dict[str, tuple[str, int]] = {}
+        #: Built-in storage used when no C-STORE callback is set (a workers.store FileStore).
+        self.file_store: Any = None
         self._event_handlers: dict[evt.EventType, list[Callable[..., Any]]] = {}
         self._runner: LoopThread | None = None
         self._server: AcceptorServer | None = None
@@ -198,8 +204,10 @@ class ApplicationEntity:
 
     @maximum_pdu_size.setter
     def maximum_pdu_size(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or not (
-            value == 0 or 8 <= value <= 0xFFFFFFFF
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not (value == 0 or 8 <= value <= 0xFFFFFFFF)
         ):
             raise ValueError(f"maximum_pdu_size must be 0 (unlimited) or 8..2^32-1, not {value!r}")
         self._maximum_pdu_size = value
@@ -245,8 +253,10 @@ class ApplicationEntity:
         self._supported_contexts = {}
         for context in contexts:
             self.add_supported_context(
-                context.abstract_syntax, context.transfer_syntaxes,
-                scu_role=context.scu_role, scp_role=context.scp_role,
+                context.abstract_syntax,
+                context.transfer_syntaxes,
+                scu_role=context.scu_role,
+                scp_role=context.scp_role,
             )
 
     @property
@@ -274,7 +284,8 @@ class ApplicationEntity:
                 ts for ts in new.transfer_syntaxes if ts not in old.transfer_syntaxes
             )
             new = build_context(
-                new.abstract_syntax, merged,
+                new.abstract_syntax,
+                merged,
                 scu_role=scu_role if scu_role is not None else old.scu_role,
                 scp_role=scp_role if scp_role is not None else old.scp_role,
             )
@@ -311,8 +322,10 @@ class ApplicationEntity:
         self, abstract_syntax: str, transfer_syntax: str | Sequence[str] | None = None
     ) -> None:
         """Stop proposing `abstract_syntax` (or only some of its transfer syntaxes)."""
-        remove = None if transfer_syntax is None else (
-            {transfer_syntax} if isinstance(transfer_syntax, str) else set(transfer_syntax)
+        remove = (
+            None
+            if transfer_syntax is None
+            else ({transfer_syntax} if isinstance(transfer_syntax, str) else set(transfer_syntax))
         )
         kept: list[PresentationContext] = []
         for context in self._requested_contexts:
@@ -352,6 +365,7 @@ class ApplicationEntity:
             known_aes=dict(self.known_aes),
             local_ae_title=self._ae_title,
             maximum_pdu_size=self._maximum_pdu_size,
+            file_store=self.file_store,
         )
         for name in _SERVICE_CALLBACKS:
             setattr(handlers, name, getattr(self, name))
@@ -359,12 +373,14 @@ class ApplicationEntity:
 
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
-        if name in _SERVICE_CALLBACKS:
+        if name in _SERVICE_CALLBACKS or name == "file_store":
             dispatcher = self.__dict__.get("_dispatcher")
             if dispatcher is not None:
                 setattr(dispatcher.handlers, name, value)
 
-    def _notify(self, event: evt.EventType, legacy: Callable[..., Any] | None, argument: Any) -> None:
+    def _notify(
+        self, event: evt.EventType, legacy: Callable[..., Any] | None, argument: Any
+    ) -> None:
         for handler in self._event_handlers.get(event, []):
             handler(argument)
         if legacy is not None:
@@ -449,7 +465,8 @@ class ApplicationEntity:
         runner = self._runner_loop()
         self._stopped.clear()
         self._dispatcher = ThreadDispatcher(
-            self._handlers(), threads=max(4, self._maximum_associations * 2),
+            self._handlers(),
+            threads=max(4, self._maximum_associations * 2),
             suboperation_timeout=self._dimse_timeout or 60.0,
         )
         settings = ServerSettings(
@@ -467,13 +484,17 @@ class ApplicationEntity:
         async def launch() -> None:
             assert self._dispatcher is not None  # noqa: S101
             await self._dispatcher.start()
-            await server.start(self.bind_addr or "0.0.0.0", self.port, ssl=ssl_context,  # noqa: S104
-                               reuse_port=reuse_port)
+            await server.start(
+                self.bind_addr or "0.0.0.0",  # noqa: S104 - listening on all is the default
+                self.port,
+                ssl=ssl_context,
+                reuse_port=reuse_port,
+            )
 
         runner.run(launch())
         self._server = server
         self.port = server.port
-        log.info("%s listening on %s:%d", self._ae_title, self.bind_addr or "0.0.0.0", self.port)
+        log.info("%s listening on %s:%d", self._ae_title, self.bind_addr or "*", self.port)
         if block:
             try:
                 while not self._stopped.wait(0.5):
@@ -538,8 +559,9 @@ class ApplicationEntity:
         """Request an association with the peer at addr:port (blocking, seed API)."""
         runner = self._runner_loop()
         inner = runner.run(
-            self.associate_async(addr, port, contexts, ae_title, max_pdu, ext_neg,
-                                 evt_handlers, tls_args)
+            self.associate_async(
+                addr, port, contexts, ae_title, max_pdu, ext_neg, evt_handlers, tls_args
+            )
         )
         association = Association(inner, runner)
         if association.is_established:
@@ -565,21 +587,32 @@ class ApplicationEntity:
         proposed = list(contexts) if contexts is not None else list(self._requested_contexts)
         if not proposed:
             raise RuntimeError("no requested presentation contexts: add_requested_context() first")
-        roles = {item.sop_class_uid: item for item in ext_neg or () if isinstance(item, RoleSelectionSubItem)}
+        roles = {
+            item.sop_class_uid: item
+            for item in ext_neg or ()
+            if isinstance(item, RoleSelectionSubItem)
+        }
         if roles:
             proposed = [
-                build_context(c.abstract_syntax, c.transfer_syntaxes,
-                              scu_role=roles[c.abstract_syntax].scu_role,
-                              scp_role=roles[c.abstract_syntax].scp_role)
-                if c.abstract_syntax in roles else c
+                build_context(
+                    c.abstract_syntax,
+                    c.transfer_syntaxes,
+                    scu_role=roles[c.abstract_syntax].scu_role,
+                    scp_role=roles[c.abstract_syntax].scp_role,
+                )
+                if c.abstract_syntax in roles
+                else c
                 for c in proposed
             ]
         identity = next((i for i in ext_neg or () if isinstance(i, UserIdentityRQSubItem)), None)
         extended = {
             i.sop_class_uid: i.service_class_application_information
-            for i in ext_neg or () if isinstance(i, SOPClassExtendedNegotiationSubItem)
+            for i in ext_neg or ()
+            if isinstance(i, SOPClassExtendedNegotiationSubItem)
         }
-        common = [i for i in ext_neg or () if isinstance(i, SOPClassCommonExtendedNegotiationSubItem)]
+        common = [
+            i for i in ext_neg or () if isinstance(i, SOPClassCommonExtendedNegotiationSubItem)
+        ]
         window = next(
             (i for i in ext_neg or () if type(i).__name__ == "AsynchronousOperationsWindowSubItem"),
             None,
@@ -606,8 +639,13 @@ class ApplicationEntity:
         )
         ssl_context, hostname = tls_args if tls_args else (None, None)
         return await open_association(
-            addr, port, request, settings, ssl=ssl_context,
-            server_hostname=hostname or addr, cls=AsyncAssociation,
+            addr,
+            port,
+            request,
+            settings,
+            ssl=ssl_context,
+            server_hostname=hostname or addr,
+            cls=AsyncAssociation,
         )
 
     def __repr__(self) -> str:

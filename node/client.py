@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import ssl as ssl_module
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -26,6 +24,9 @@ from node.ul.errors import RemoteProtocolError
 from node.ul.pdu import Abort, AssociateAC, AssociateRJ, AssociateRQ, ReleaseRP, ReleaseRQ
 
 if TYPE_CHECKING:
+    import ssl as ssl_module
+    from collections.abc import AsyncIterator, Callable
+
     from node.acse.contexts import NegotiatedContext
     from node.dimse.commands import DimseMessage
     from node.ul.pdu import PDU
@@ -86,8 +87,9 @@ class ClientConnection(Connection):
         elif isinstance(pdu, ReleaseRQ):
             self.send_pdu(ReleaseRP())
         elif isinstance(pdu, Abort):
-            self.on_aborted(f"aborted by peer (source {pdu.source}, reason {pdu.reason})",
-                            by_peer=True)
+            self.on_aborted(
+                f"aborted by peer (source {pdu.source}, reason {pdu.reason})", by_peer=True
+            )
 
     def on_aborted(self, reason: str, *, by_peer: bool) -> None:
         self.aborted_reason = reason
@@ -134,7 +136,10 @@ class ClientConnection(Connection):
         self._submit(context_id, context, command, dataset)
 
     async def _start_and_submit(
-        self, context_id: int, context: NegotiatedContext, command: DimseMessage,
+        self,
+        context_id: int,
+        context: NegotiatedContext,
+        command: DimseMessage,
         dataset: bytes | None,
     ) -> None:
         assert self.dispatcher is not None  # noqa: S101
@@ -142,10 +147,14 @@ class ClientConnection(Connection):
         self._submit(context_id, context, command, dataset)
 
     def _submit(
-        self, context_id: int, context: NegotiatedContext, command: DimseMessage,
+        self,
+        context_id: int,
+        context: NegotiatedContext,
+        command: DimseMessage,
         dataset: bytes | None,
     ) -> None:
-        assert self.dispatcher is not None and self.info is not None  # noqa: S101
+        if self.dispatcher is None or self.info is None:
+            raise RuntimeError("request served before the association was established")
         request = ServiceRequest(
             association=self.info,
             context_id=context_id,
@@ -180,14 +189,17 @@ class ClientConnection(Connection):
             self.in_flight.pop(request.message_id, None)
 
     async def store_suboperation(
-        self, request: ServiceRequest, sop_class_uid: str, sop_instance_uid: str,
-        transfer_syntax: str, dataset: bytes,
+        self,
+        request: ServiceRequest,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax: str,
+        dataset: bytes,
     ) -> int:
         return 0xA702  # an SCU does not run C-GET sub-operations
 
     def is_busy(self) -> bool:
         return bool(self.pending) or bool(self.in_flight)
-
 
 
 class AssociationBase:
@@ -299,8 +311,9 @@ class AssociationBase:
         value = next(self._message_ids) & 0xFFFF
         return value or self.next_message_id()
 
-    def find_context(self, abstract_syntax: str, transfer_syntax: str | None = None,
-                     *, as_scu: bool = True) -> NegotiatedContext:
+    def find_context(
+        self, abstract_syntax: str, transfer_syntax: str | None = None, *, as_scu: bool = True
+    ) -> NegotiatedContext:
         for context in self.accepted_contexts:
             if context.abstract_syntax != abstract_syntax:
                 continue
@@ -362,11 +375,11 @@ class AssociationBase:
 AssociationT = TypeVar("AssociationT", bound=AssociationBase)
 
 
-async def _wait_closed(connection: Connection, timeout: float) -> None:
+async def _wait_closed(connection: Connection, limit: float) -> None:
     if connection.transport is not None and not connection.closed.done():
         connection.transport.close()
     try:
-        await asyncio.wait_for(asyncio.shield(connection.closed), timeout)
+        await asyncio.wait_for(asyncio.shield(connection.closed), limit)
     except TimeoutError:
         if connection.transport is not None:
             connection.transport.abort()
@@ -401,5 +414,5 @@ async def open_association(
         failed.is_aborted = True
         return failed
     association = cls(connection, request.calling_ae_title)
-    await association._establish()  # noqa: SLF001
+    await association._establish()
     return association

@@ -25,7 +25,7 @@ def decode_dataset(data: bytes, transfer_syntax: str) -> Dataset:
     if transfer_syntax == DeflatedExplicitVRLittleEndian:
         data = zlib.decompress(data, -zlib.MAX_WBITS)
     implicit, little = _encoding(transfer_syntax)
-    return read_dataset(DicomBytesIO(data), implicit, little)
+    return read_dataset(DicomBytesIO(data), implicit, little)  # type: ignore[arg-type]
 
 
 def encode_dataset(dataset: Dataset, transfer_syntax: str) -> bytes:
@@ -68,13 +68,11 @@ class Part10:
 
 def read_part10(path: str) -> Part10:
     """Read a Part 10 file (PS3.10 7.1): file meta from group 0002, data set bytes as stored."""
-    from pydicom.filereader import read_preamble  # noqa: PLC0415
+    from pydicom.filereader import read_preamble
 
     with open(path, "rb") as handle:
         read_preamble(handle, force=False)
-        meta = read_dataset(
-            handle, False, True, stop_when=lambda tag, vr, length: tag.group != 2
-        )
+        meta = read_dataset(handle, False, True, stop_when=lambda tag, vr, length: tag.group != 2)
         offset = handle.tell()
         handle.seek(offset)
         data = handle.read()

@@ -80,7 +80,8 @@ class ThreadDispatcher:
         self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="dicomnode-handler")
 
     def submit(self, request: ServiceRequest, sink: ReplySink) -> None:
-        assert self._loop is not None and self._executor is not None  # noqa: S101 - start()
+        if self._loop is None or self._executor is None:
+            raise RuntimeError("ThreadDispatcher.submit() before start()")
         channel = _ThreadChannel(self._loop, request, sink, self.suboperation_timeout)
         key = (request.association.assoc_id, request.message_id)
         self._channels[key] = channel
@@ -89,7 +90,7 @@ class ThreadDispatcher:
     def _run(self, key: tuple[int, int], request: ServiceRequest, channel: _ThreadChannel) -> None:
         try:
             handle_request(request, channel, self.handlers)
-        except Exception:  # noqa: BLE001 - never let a pool thread die silently
+        except Exception:
             log.exception("handler crashed for message %s", request.message_id)
         finally:
             self._channels.pop(key, None)

@@ -5,6 +5,8 @@
 # non-retired Storage SOP Classes in UID order; an SCP supports all of them.
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydicom._uid_dict import UID_dictionary
 from pydicom.uid import (
     UID,
@@ -15,6 +17,9 @@ from pydicom.uid import (
 )
 
 from node.acse.contexts import PresentationContext
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 DEFAULT_TRANSFER_SYNTAXES: tuple[str, ...] = (
     ImplicitVRLittleEndian,
@@ -70,7 +75,7 @@ QUERY_RETRIEVE_SOP_CLASSES: tuple[str, ...] = (
 
 def build_context(
     abstract_syntax: str,
-    transfer_syntax: str | list[str] | tuple[str, ...] | None = None,
+    transfer_syntax: str | Sequence[str] | None = None,
     *,
     scu_role: bool | None = None,
     scp_role: bool | None = None,

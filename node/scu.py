@@ -11,7 +11,6 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydicom.dataset import Dataset
@@ -34,6 +33,8 @@ from node.dimse.commands import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+
     from node.acse.contexts import NegotiatedContext
     from node.dimse.commands import DimseMessage
 
@@ -44,9 +45,21 @@ UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEnd
 
 #: query_model letter -> (FIND, GET, MOVE) SOP Class UIDs (PS3.4 Annex C.6, K.6).
 QUERY_MODELS: dict[str, tuple[str, str | None, str | None]] = {
-    "P": ("1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.1.3", "1.2.840.10008.5.1.4.1.2.1.2"),
-    "S": ("1.2.840.10008.5.1.4.1.2.2.1", "1.2.840.10008.5.1.4.1.2.2.3", "1.2.840.10008.5.1.4.1.2.2.2"),
-    "O": ("1.2.840.10008.5.1.4.1.2.3.1", "1.2.840.10008.5.1.4.1.2.3.3", "1.2.840.10008.5.1.4.1.2.3.2"),
+    "P": (
+        "1.2.840.10008.5.1.4.1.2.1.1",
+        "1.2.840.10008.5.1.4.1.2.1.3",
+        "1.2.840.10008.5.1.4.1.2.1.2",
+    ),
+    "S": (
+        "1.2.840.10008.5.1.4.1.2.2.1",
+        "1.2.840.10008.5.1.4.1.2.2.3",
+        "1.2.840.10008.5.1.4.1.2.2.2",
+    ),
+    "O": (
+        "1.2.840.10008.5.1.4.1.2.3.1",
+        "1.2.840.10008.5.1.4.1.2.3.3",
+        "1.2.840.10008.5.1.4.1.2.3.2",
+    ),
     "W": ("1.2.840.10008.5.1.4.31", None, None),
 }
 
@@ -143,7 +156,11 @@ class AsyncAssociation(AssociationBase):
         sop_class = str(dataset.SOPClassUID)
         sop_instance = str(dataset.SOPInstanceUID)
         meta = getattr(dataset, "file_meta", None)
-        original = str(meta.TransferSyntaxUID) if meta is not None and "TransferSyntaxUID" in meta else None
+        original = (
+            str(meta.TransferSyntaxUID)
+            if meta is not None and "TransferSyntaxUID" in meta
+            else None
+        )
         contexts = self._contexts_for(sop_class)
         chosen = next((c for c in contexts if c.transfer_syntax == original), None)
         if chosen is None and (original is None or original in UNCOMPRESSED):
@@ -163,7 +180,10 @@ class AsyncAssociation(AssociationBase):
     # --- C-FIND / C-GET / C-MOVE ------------------------------------------------------------
 
     async def send_c_find(
-        self, dataset: Dataset, msg_id: int | None = None, priority: int = 2,
+        self,
+        dataset: Dataset,
+        msg_id: int | None = None,
+        priority: int = 2,
         query_model: str = "P",
     ) -> AsyncIterator[tuple[Dataset, Dataset | None]]:
         """C-FIND (PS3.7 9.1.2): yields (status, identifier) per response."""
@@ -177,7 +197,10 @@ class AsyncAssociation(AssociationBase):
             yield item
 
     async def send_c_get(
-        self, dataset: Dataset, msg_id: int | None = None, priority: int = 2,
+        self,
+        dataset: Dataset,
+        msg_id: int | None = None,
+        priority: int = 2,
         query_model: str = "P",
     ) -> AsyncIterator[tuple[Dataset, Dataset | None]]:
         """C-GET (PS3.7 9.1.3): sub-operation C-STOREs arrive on this association and go to
@@ -192,8 +215,12 @@ class AsyncAssociation(AssociationBase):
             yield item
 
     async def send_c_move(
-        self, dataset: Dataset, move_aet: str | bytes, msg_id: int | None = None,
-        priority: int = 2, query_model: str = "P",
+        self,
+        dataset: Dataset,
+        move_aet: str | bytes,
+        msg_id: int | None = None,
+        priority: int = 2,
+        query_model: str = "P",
     ) -> AsyncIterator[tuple[Dataset, Dataset | None]]:
         """C-MOVE (PS3.7 9.1.4) to `move_aet`: yields (status, identifier) per response."""
         context = self.find_context(_model(query_model, 2))
@@ -207,8 +234,9 @@ class AsyncAssociation(AssociationBase):
         async for item in self._multi(context, command, dataset):
             yield item
 
-    def send_c_cancel(self, msg_id: int, context_id: int | None = None,
-                      query_model: str | None = None) -> None:
+    def send_c_cancel(
+        self, msg_id: int, context_id: int | None = None, query_model: str | None = None
+    ) -> None:
         """C-CANCEL-RQ for the outstanding request `msg_id` (PS3.7 9.3.2.3)."""
         context = next(
             (c for c in self.accepted_contexts if context_id is None or c.context_id == context_id),
@@ -221,26 +249,36 @@ class AsyncAssociation(AssociationBase):
     # --- DIMSE-N ----------------------------------------------------------------------------
 
     async def send_n_event_report(
-        self, dataset: Dataset | None, event_type: int, class_uid: str, instance_uid: str,
+        self,
+        dataset: Dataset | None,
+        event_type: int,
+        class_uid: str,
+        instance_uid: str,
         msg_id: int | None = None,
     ) -> tuple[Dataset, Dataset | None]:
         """N-EVENT-REPORT (PS3.7 10.1.1)."""
         context = self._n_context(class_uid)
         command = NEventReportRQ(
-            message_id=msg_id or self.next_message_id(), affected_sop_class_uid=class_uid,
-            affected_sop_instance_uid=instance_uid, event_type_id=event_type,
+            message_id=msg_id or self.next_message_id(),
+            affected_sop_class_uid=class_uid,
+            affected_sop_instance_uid=instance_uid,
+            event_type_id=event_type,
             has_dataset=dataset is not None,
         )
         return await self._n_request(context, command, dataset)
 
     async def send_n_get(
-        self, identifier_list: Sequence[int], class_uid: str, instance_uid: str,
+        self,
+        identifier_list: Sequence[int],
+        class_uid: str,
+        instance_uid: str,
         msg_id: int | None = None,
     ) -> tuple[Dataset, Dataset | None]:
         """N-GET (PS3.7 10.1.2)."""
         context = self._n_context(class_uid)
         command = NGetRQ(
-            message_id=msg_id or self.next_message_id(), requested_sop_class_uid=class_uid,
+            message_id=msg_id or self.next_message_id(),
+            requested_sop_class_uid=class_uid,
             requested_sop_instance_uid=instance_uid,
             attribute_identifier_list=tuple(int(tag) for tag in identifier_list) or None,
         )
@@ -252,33 +290,45 @@ class AsyncAssociation(AssociationBase):
         """N-SET (PS3.7 10.1.3)."""
         context = self._n_context(class_uid)
         command = NSetRQ(
-            message_id=msg_id or self.next_message_id(), requested_sop_class_uid=class_uid,
+            message_id=msg_id or self.next_message_id(),
+            requested_sop_class_uid=class_uid,
             requested_sop_instance_uid=instance_uid,
         )
         return await self._n_request(context, command, dataset)
 
     async def send_n_action(
-        self, dataset: Dataset | None, action_type: int, class_uid: str, instance_uid: str,
+        self,
+        dataset: Dataset | None,
+        action_type: int,
+        class_uid: str,
+        instance_uid: str,
         msg_id: int | None = None,
     ) -> tuple[Dataset, Dataset | None]:
         """N-ACTION (PS3.7 10.1.4)."""
         context = self._n_context(class_uid)
         command = NActionRQ(
-            message_id=msg_id or self.next_message_id(), requested_sop_class_uid=class_uid,
-            requested_sop_instance_uid=instance_uid, action_type_id=action_type,
+            message_id=msg_id or self.next_message_id(),
+            requested_sop_class_uid=class_uid,
+            requested_sop_instance_uid=instance_uid,
+            action_type_id=action_type,
             has_dataset=dataset is not None,
         )
         return await self._n_request(context, command, dataset)
 
     async def send_n_create(
-        self, dataset: Dataset | None, class_uid: str, instance_uid: str | None = None,
+        self,
+        dataset: Dataset | None,
+        class_uid: str,
+        instance_uid: str | None = None,
         msg_id: int | None = None,
     ) -> tuple[Dataset, Dataset | None]:
         """N-CREATE (PS3.7 10.1.5)."""
         context = self._n_context(class_uid)
         command = NCreateRQ(
-            message_id=msg_id or self.next_message_id(), affected_sop_class_uid=class_uid,
-            affected_sop_instance_uid=instance_uid, has_dataset=dataset is not None,
+            message_id=msg_id or self.next_message_id(),
+            affected_sop_class_uid=class_uid,
+            affected_sop_instance_uid=instance_uid,
+            has_dataset=dataset is not None,
         )
         return await self._n_request(context, command, dataset)
 
@@ -288,7 +338,8 @@ class AsyncAssociation(AssociationBase):
         """N-DELETE (PS3.7 10.1.6)."""
         context = self._n_context(class_uid)
         command = NDeleteRQ(
-            message_id=msg_id or self.next_message_id(), requested_sop_class_uid=class_uid,
+            message_id=msg_id or self.next_message_id(),
+            requested_sop_class_uid=class_uid,
             requested_sop_instance_uid=instance_uid,
         )
         return await self._n_request(context, command, None)
@@ -418,16 +469,19 @@ class Association:
     def send_c_store(self, dataset: Any, *args: Any, **kwargs: Any) -> Dataset:
         return self._runner.run(self._inner.send_c_store(dataset, *args, **kwargs))
 
-    def send_c_find(self, dataset: Dataset, *args: Any, **kwargs: Any
-                    ) -> Iterator[tuple[Dataset, Dataset | None]]:
+    def send_c_find(
+        self, dataset: Dataset, *args: Any, **kwargs: Any
+    ) -> Iterator[tuple[Dataset, Dataset | None]]:
         return self._runner.iterate(self._inner.send_c_find(dataset, *args, **kwargs))
 
-    def send_c_get(self, dataset: Dataset, *args: Any, **kwargs: Any
-                   ) -> Iterator[tuple[Dataset, Dataset | None]]:
+    def send_c_get(
+        self, dataset: Dataset, *args: Any, **kwargs: Any
+    ) -> Iterator[tuple[Dataset, Dataset | None]]:
         return self._runner.iterate(self._inner.send_c_get(dataset, *args, **kwargs))
 
-    def send_c_move(self, dataset: Dataset, move_aet: str | bytes, *args: Any, **kwargs: Any
-                    ) -> Iterator[tuple[Dataset, Dataset | None]]:
+    def send_c_move(
+        self, dataset: Dataset, move_aet: str | bytes, *args: Any, **kwargs: Any
+    ) -> Iterator[tuple[Dataset, Dataset | None]]:
         return self._runner.iterate(self._inner.send_c_move(dataset, move_aet, *args, **kwargs))
 
     def send_c_cancel(self, msg_id: int, context_id: int | None = None) -> None:

@@ -2,9 +2,12 @@
 # CTImageStorage`), looked up in pydicom's UID dictionary.
 from __future__ import annotations
 
-from pydicom.uid import UID
+from typing import TYPE_CHECKING
 
 from node.presets import sop_class_uid
+
+if TYPE_CHECKING:
+    from pydicom.uid import UID
 
 
 def __getattr__(name: str) -> UID:

@@ -115,7 +115,7 @@ def handle_request(request: ServiceRequest, channel: Channel, handlers: Handlers
         return
     try:
         service(request, guarded, handlers)
-    except Exception as error:  # noqa: BLE001 - last line of defence for the association
+    except Exception as error:
         log.exception("service %s failed for message %s", name, request.message_id)
         if not guarded.finished:
             guarded.respond(

@@ -268,8 +268,8 @@ def negotiate_as_acceptor(
     return Acceptance(
         pdu=pdu,
         contexts=tuple(contexts),
-        calling_ae_title=request.calling_ae_title.strip(" "),
-        called_ae_title=request.called_ae_title.strip(" "),
+        calling_ae_title=_title(request.calling_ae_title),
+        called_ae_title=_title(request.called_ae_title),
         peer_maximum_length=user.maximum_length or 0,
         operations_invoked=window.maximum_operations_invoked if window else 1,
         operations_performed=window.maximum_operations_performed if window else 1,
@@ -280,6 +280,12 @@ def negotiate_as_acceptor(
         sop_class_common_extended=common,
         notes=tuple(notes),
     )
+
+
+def _title(value: str) -> str:
+    """An AE title from the wire without its non-significant spaces (and NUL padding, which
+    some implementations send), PS3.8 9.3.2."""
+    return value.strip(" \0")
 
 
 def _check_association(
@@ -304,7 +310,7 @@ def _check_association(
             f"local limit exceeded: {association_count} of {maximum_associations} "
             "associations active",
         )
-    calling = request.calling_ae_title.strip(" ")
+    calling = _title(request.calling_ae_title)
     if not calling.isascii() or (
         policy.require_calling_aet and calling not in policy.require_calling_aet
     ):
@@ -314,7 +320,7 @@ def _check_association(
             RejectReason.CALLING_AE_NOT_RECOGNIZED,
             f"calling AE title {calling!r} not recognized",
         )
-    called = request.called_ae_title.strip(" ")
+    called = _title(request.called_ae_title)
     if not called.isascii() or (policy.require_called_aet and called != policy.ae_title):
         return _reject(
             RejectResult.PERMANENT,

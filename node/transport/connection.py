@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from typing import TYPE_CHECKING
@@ -139,10 +140,8 @@ class Connection(asyncio.Protocol):
     def abort(self, reason: str, abort_reason: int = AbortReason.NOT_SPECIFIED) -> None:
         """A-ABORT (service-user source) then close; safe to call in any state."""
         self.close_reason = self.close_reason or reason
-        try:
+        with contextlib.suppress(LocalProtocolError):
             self.upper_layer.send(Abort(AbortSource.SERVICE_USER, abort_reason))
-        except LocalProtocolError:
-            pass
         self.flush()
         if self.transport is not None:
             self.transport.close()
@@ -151,10 +150,8 @@ class Connection(asyncio.Protocol):
         """A-ABORT with source service-provider and the error's reason (PS3.8 Table 9-26)."""
         self.close_reason = self.close_reason or f"protocol error: {error}"
         log.warning("aborting association with %s: %s", self.peer_address, error)
-        try:
+        with contextlib.suppress(LocalProtocolError):
             self.upper_layer.send(Abort(error.source, error.reason))
-        except LocalProtocolError:
-            pass
         self.flush()
         if self.transport is not None:
             self.transport.close()
@@ -200,10 +197,8 @@ class Connection(asyncio.Protocol):
                 break
         self.flush()
 
-    def _deliver(
-        self, message: DimseMessageReceived | DatasetStreamStarted | DatasetChunk
-    ) -> None:
-        if type(message) is DimseMessageReceived:
+    def _deliver(self, message: DimseMessageReceived | DatasetStreamStarted | DatasetChunk) -> None:
+        if isinstance(message, DimseMessageReceived):
             self.on_message(message.context_id, message.command, message.dataset)
         else:
             self.on_stream(message)
@@ -234,7 +229,9 @@ class Connection(asyncio.Protocol):
         if idle >= self.idle_timeout and not self.is_busy():
             self.abort(f"network timeout: idle for {idle:.1f} s")
             return
-        remaining = max(self.idle_timeout - idle, 0.05) if idle < self.idle_timeout else self.idle_timeout
+        remaining = (
+            max(self.idle_timeout - idle, 0.05) if idle < self.idle_timeout else self.idle_timeout
+        )
         self._idle_handle = self.loop.call_later(remaining, self._check_idle)
 
     # --- hooks for subclasses ---------------------------------------------------------------

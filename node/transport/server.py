@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,8 @@ from node.ul.association import Role
 from node.ul.pdu import Abort, AssociateRQ, ReleaseRP, ReleaseRQ
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from node.dimse.commands import DimseMessage
     from node.dispatch import Dispatcher
     from node.ul.pdu import PDU
@@ -48,7 +49,7 @@ class AssociationHooks:
         for callback in callbacks:
             try:
                 callback(argument)
-            except Exception:  # noqa: BLE001 - a user hook must not break the association
+            except Exception:
                 log.exception("association hook %r raised", callback)
 
 
@@ -273,7 +274,7 @@ class ServerAssociation(Connection):
         self.settings.dispatcher.submit(request, self)
 
     def provider_abort_unknown_context(self, context_id: int) -> None:
-        from node.ul.errors import AbortReason, RemoteProtocolError  # noqa: PLC0415
+        from node.ul.errors import AbortReason, RemoteProtocolError
 
         self.provider_abort(
             RemoteProtocolError(

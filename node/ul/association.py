@@ -112,6 +112,9 @@ class UpperLayer:
     `connection_made()` (Evt2); the association-acceptor calls `connection_made()` (Evt5) and
     waits for the A-ASSOCIATE-RQ from `next_event()`. One object serves one connection: once it
     is back in Sta1 it refuses every primitive.
+
+    AE-6 always takes its "acceptable" branch (Sta3): a service-provider rejection is made by
+    the ACSE layer with `send(AssociateRJ(...))` (AE-8), which puts the same PDU on the wire.
     """
 
     def __init__(

@@ -186,9 +186,7 @@ _ACTION_LIST: Final = (
         stops_artim=True,
     ),
     Action("AE-7", "Send A-ASSOCIATE-AC PDU", Sta.STA6),
-    Action(
-        "AE-8", "Send A-ASSOCIATE-RJ PDU and start ARTIM timer", Sta.STA13, starts_artim=True
-    ),
+    Action("AE-8", "Send A-ASSOCIATE-RJ PDU and start ARTIM timer", Sta.STA13, starts_artim=True),
     # Table 9-7: Data transfer related actions
     Action("DT-1", "Send P-DATA-TF PDU", Sta.STA6),
     Action("DT-2", "Send P-DATA indication primitive", Sta.STA6),
@@ -201,9 +199,7 @@ _ACTION_LIST: Final = (
         Sta.STA1,
         closes_transport=True,
     ),
-    Action(
-        "AR-4", "Issue A-RELEASE-RP PDU and start ARTIM timer", Sta.STA13, starts_artim=True
-    ),
+    Action("AR-4", "Issue A-RELEASE-RP PDU and start ARTIM timer", Sta.STA13, starts_artim=True),
     Action("AR-5", "Stop ARTIM timer", Sta.STA1, stops_artim=True),
     Action("AR-6", "Issue P-DATA indication", Sta.STA7),
     Action("AR-7", "Issue P-DATA-TF PDU", Sta.STA8),

@@ -149,6 +149,18 @@ def test_calling_ae_title_not_recognized():
     assert "'INTRUDER'" in outcome.reason
 
 
+def test_nul_padded_titles_are_compared_without_padding():
+    policy = make_policy(require_calling_aet=("PEER",), require_called_aet=True)
+    request = raw_request(
+        ((1, VERIFICATION_SOP_CLASS, (IMPLICIT_VR_LITTLE_ENDIAN,)),),
+        calling_ae_title="PEER\0\0\0",
+        called_ae_title=" DICOMNODE\0",
+    )
+    outcome = accept(request, policy)
+    assert (outcome.calling_ae_title, outcome.called_ae_title) == ("PEER", "DICOMNODE")
+    assert outcome.pdu.calling_ae_title == "PEER\0\0\0"  # the AC echoes the RQ fields
+
+
 def test_calling_ae_title_that_cannot_be_echoed_is_not_recognized():
     request = raw_request(
         ((1, VERIFICATION_SOP_CLASS, (IMPLICIT_VR_LITTLE_ENDIAN,)),), calling_ae_title="ÉCHO"
@@ -159,8 +171,13 @@ def test_calling_ae_title_that_cannot_be_echoed_is_not_recognized():
 def test_called_ae_title_not_recognized():
     policy = make_policy(require_called_aet=True)
     accept(make_request(called_ae_title="DICOMNODE"), policy)
-    accept(raw_request(((1, VERIFICATION_SOP_CLASS, (IMPLICIT_VR_LITTLE_ENDIAN,)),),
-                       called_ae_title="  DICOMNODE"), policy)
+    accept(
+        raw_request(
+            ((1, VERIFICATION_SOP_CLASS, (IMPLICIT_VR_LITTLE_ENDIAN,)),),
+            called_ae_title="  DICOMNODE",
+        ),
+        policy,
+    )
     outcome = reject(make_request(called_ae_title="OTHER"), policy)
     assert outcome.pdu == AssociateRJ(result=1, source=1, reason=7)
     assert "'OTHER'" in outcome.reason
@@ -240,14 +257,17 @@ def test_every_context_result():
     )
     for context in outcome.contexts[1:]:
         assert context.transfer_syntax is None
-        assert not (context.as_scu or context.as_scp)
+        assert not context.as_scu
+        assert not context.as_scp
     assert outcome.accepted_contexts == outcome.contexts[:1]
     assert outcome.contexts[5].abstract_syntax == VERIFICATION_SOP_CLASS
 
 
 def test_no_acceptable_context_still_sends_an_ac():
     """DCMTK storescp and pynetdicom answer with every context rejected."""
-    request = make_request(PresentationContext(MR_IMAGE_STORAGE), PresentationContext(JPEG_BASELINE))
+    request = make_request(
+        PresentationContext(MR_IMAGE_STORAGE), PresentationContext(JPEG_BASELINE)
+    )
     outcome = accept(request)
     assert outcome.accepted_contexts == ()
     assert [c.result for c in outcome.contexts] == [3, 3]
@@ -258,7 +278,9 @@ def test_same_abstract_syntax_in_several_contexts():
     request = make_request(
         PresentationContext(CT_IMAGE_STORAGE, (JPEG_BASELINE,)),
         PresentationContext(CT_IMAGE_STORAGE, (IMPLICIT_VR_LITTLE_ENDIAN,)),
-        PresentationContext(CT_IMAGE_STORAGE, (IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN)),
+        PresentationContext(
+            CT_IMAGE_STORAGE, (IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN)
+        ),
     )
     outcome = accept(request)
     assert [(c.context_id, c.result, c.transfer_syntax) for c in outcome.contexts] == [
@@ -308,7 +330,8 @@ def test_role_selection_truth_table(proposed, allowed, reply, roles):
     sent = outcome.pdu.user_information.role_selections
     if roles is None:
         assert context.result == Result.USER_REJECTION
-        assert not (context.as_scu or context.as_scp)
+        assert not context.as_scu
+        assert not context.as_scp
         assert sent == ()
         return
     assert context.accepted
@@ -322,8 +345,12 @@ def test_role_selection_truth_table(proposed, allowed, reply, roles):
 def test_role_reply_once_per_sop_class_and_only_when_accepted():
     request = make_request(
         PresentationContext(CT_IMAGE_STORAGE, (JPEG_BASELINE,), scu_role=True, scp_role=True),
-        PresentationContext(CT_IMAGE_STORAGE, (IMPLICIT_VR_LITTLE_ENDIAN,), scu_role=True, scp_role=True),
-        PresentationContext(CT_IMAGE_STORAGE, (EXPLICIT_VR_LITTLE_ENDIAN,), scu_role=True, scp_role=True),
+        PresentationContext(
+            CT_IMAGE_STORAGE, (IMPLICIT_VR_LITTLE_ENDIAN,), scu_role=True, scp_role=True
+        ),
+        PresentationContext(
+            CT_IMAGE_STORAGE, (EXPLICIT_VR_LITTLE_ENDIAN,), scu_role=True, scp_role=True
+        ),
         PresentationContext(MR_IMAGE_STORAGE, (JPEG_BASELINE,), scp_role=True),
     )
     policy = make_policy(
@@ -521,8 +548,13 @@ def test_extended_negotiation_first_item_per_sop_class_counts():
             SOPClassExtendedNegotiationSubItem(CT_IMAGE_STORAGE, b"second"),
         ),
     )
-    seen = []
-    accept(request, make_policy(on_sop_class_extended=lambda items: seen.append(items) or {}))
+    seen: list[dict[str, bytes]] = []
+
+    def hook(items: dict[str, bytes]) -> dict[str, bytes]:
+        seen.append(items)
+        return {}
+
+    accept(request, make_policy(on_sop_class_extended=hook))
     assert seen == [{CT_IMAGE_STORAGE: b"first"}]
 
 
@@ -543,7 +575,7 @@ def test_extended_negotiation_hook_failures(hook, note):
 
 
 def test_extended_hook_not_called_without_items():
-    calls = []
+    calls: list[object] = []
     accept(make_request(), make_policy(on_sop_class_extended=calls.append))
     assert calls == []
 
@@ -590,7 +622,7 @@ def test_common_extended_hook_failures(hook, note):
 
 
 def test_common_extended_hook_not_called_without_items():
-    calls = []
+    calls: list[object] = []
     accept(make_request(), make_policy(on_sop_class_common_extended=calls.append))
     assert calls == []
 
@@ -599,7 +631,9 @@ def test_common_extended_hook_not_called_without_items():
 
 
 def identity(positive: bool = True) -> UserIdentityRQSubItem:
-    return UserIdentityRQSubItem(UserIdentityType.USERNAME_AND_PASSCODE, positive, b"alice", b"s3cret")
+    return UserIdentityRQSubItem(
+        UserIdentityType.USERNAME_AND_PASSCODE, positive, b"alice", b"s3cret"
+    )
 
 
 def test_identity_without_hook_is_accepted_without_response():
@@ -661,7 +695,7 @@ def test_identity_refused_or_hook_failure_rejects(hook, reason):
 
 
 def test_identity_hook_not_called_without_identity():
-    calls = []
+    calls: list[object] = []
     accept(make_request(), make_policy(on_user_identity=calls.append))
     assert calls == []
 
@@ -744,11 +778,13 @@ def test_policy_normalizes_its_fields():
         VERIFICATION_SOP_CLASS: PresentationContext(VERIFICATION_SOP_CLASS)
     }
     assert isinstance(policy, AcceptorPolicy)
-    assert hash(policy) == hash(make_policy(
-        ae_title="NODE",
-        supported_contexts=(PresentationContext(VERIFICATION_SOP_CLASS),),
-        require_calling_aet=("A",),
-        maximum_pdu_length=0,
-    ))
+    assert hash(policy) == hash(
+        make_policy(
+            ae_title="NODE",
+            supported_contexts=(PresentationContext(VERIFICATION_SOP_CLASS),),
+            require_calling_aet=("A",),
+            maximum_pdu_length=0,
+        )
+    )
     accepted = accept(make_request(calling_ae_title="A", called_ae_title="NODE"), policy)
     assert accepted.pdu.user_information.maximum_length == 0

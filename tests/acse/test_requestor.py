@@ -184,7 +184,10 @@ def test_bad_arguments(overrides, message):
 # --- validate_associate_ac -----------------------------------------------------------------
 
 
-def answer(request, *items, sub_items=(MaximumLengthSubItem(16384),)) -> AssociateAC:
+MAXIMUM_LENGTH_ONLY = (MaximumLengthSubItem(16384),)
+
+
+def answer(request, *items, sub_items=MAXIMUM_LENGTH_ONLY) -> AssociateAC:
     return AssociateAC(
         called_ae_title=request.called_ae_title,
         calling_ae_title=request.calling_ae_title,
@@ -217,7 +220,11 @@ def test_valid_ac():
     assert isinstance(outcome, PeerAcceptance)
     assert outcome.pdu == accept
     first, second = outcome.contexts
-    assert (first.context_id, first.transfer_syntax, first.result) == (1, EXPLICIT_VR_LITTLE_ENDIAN, 0)
+    assert (first.context_id, first.transfer_syntax, first.result) == (
+        1,
+        EXPLICIT_VR_LITTLE_ENDIAN,
+        0,
+    )
     assert (first.as_scu, first.as_scp) == (True, False)
     assert (second.context_id, second.transfer_syntax, second.result) == (3, None, 3)
     assert (second.as_scu, second.as_scp) == (False, False)
@@ -235,7 +242,9 @@ def test_valid_ac():
 
 def test_unanswered_context_counts_as_rejected():
     request = two_context_request()
-    outcome = validate_associate_ac(request, answer(request, (1, 0, IMPLICIT_VR_LITTLE_ENDIAN), sub_items=()))
+    outcome = validate_associate_ac(
+        request, answer(request, (1, 0, IMPLICIT_VR_LITTLE_ENDIAN), sub_items=())
+    )
     assert outcome.contexts[1].result == 2
     assert not outcome.contexts[1].accepted
     assert outcome.notes == ("presentation context 3 was not answered",)
@@ -281,7 +290,9 @@ def test_rejected_context_transfer_syntax_is_not_tested():
 def test_window(proposed, answered, expected):
     request = make_request(operations_invoked=proposed[0], operations_performed=proposed[1])
     subs = () if answered is None else (AsynchronousOperationsWindowSubItem(*answered),)
-    outcome = validate_associate_ac(request, answer(request, (1, 0, IMPLICIT_VR_LITTLE_ENDIAN), sub_items=subs))
+    outcome = validate_associate_ac(
+        request, answer(request, (1, 0, IMPLICIT_VR_LITTLE_ENDIAN), sub_items=subs)
+    )
     assert (outcome.operations_invoked, outcome.operations_performed) == expected
 
 
@@ -291,11 +302,17 @@ def test_requestor_roles():
     assert requestor_roles(ct_both, None) == (True, False)
     assert requestor_roles(None, ct_both) == (True, False)
     assert requestor_roles(ct_both, ct_both) == (True, True)
-    assert requestor_roles(ct_both, RoleSelectionSubItem(CT_IMAGE_STORAGE, False, True)) == (False, True)
+    assert requestor_roles(ct_both, RoleSelectionSubItem(CT_IMAGE_STORAGE, False, True)) == (
+        False,
+        True,
+    )
     scp_only = RoleSelectionSubItem(CT_IMAGE_STORAGE, False, True)
     # The acceptor granting a role we did not propose is ignored.
     assert requestor_roles(scp_only, ct_both) == (False, True)
-    assert requestor_roles(scp_only, RoleSelectionSubItem(CT_IMAGE_STORAGE, True, False)) == (False, False)
+    assert requestor_roles(scp_only, RoleSelectionSubItem(CT_IMAGE_STORAGE, True, False)) == (
+        False,
+        False,
+    )
 
 
 def test_roles_from_the_ac():
@@ -329,14 +346,20 @@ IDENTITY = UserIdentityRQSubItem(UserIdentityType.JWT, True, b"header.payload.si
     [
         (IDENTITY, UserIdentityACSubItem(b"ok"), b"ok"),
         (IDENTITY, None, None),
-        (UserIdentityRQSubItem(UserIdentityType.USERNAME, False, b"bob"), UserIdentityACSubItem(b"x"), None),
+        (
+            UserIdentityRQSubItem(UserIdentityType.USERNAME, False, b"bob"),
+            UserIdentityACSubItem(b"x"),
+            None,
+        ),
         (None, UserIdentityACSubItem(b"x"), None),
     ],
 )
 def test_user_identity_response(identity, response, expected):
     request = make_request(user_identity=identity)
     subs = () if response is None else (response,)
-    outcome = validate_associate_ac(request, answer(request, (1, 0, IMPLICIT_VR_LITTLE_ENDIAN), sub_items=subs))
+    outcome = validate_associate_ac(
+        request, answer(request, (1, 0, IMPLICIT_VR_LITTLE_ENDIAN), sub_items=subs)
+    )
     assert outcome.user_identity_response == expected
 
 

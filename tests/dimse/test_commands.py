@@ -96,11 +96,21 @@ def test_each_message_class_round_trips(cls: type[DimseMessage], data: st.DataOb
 
 def test_c_echo_rq_bytes_match_the_hand_computed_layout() -> None:
     expected = bytes.fromhex(
-        "00000000" "04000000" "38000000"  # (0000,0000) UL 56
-        "00000200" "12000000" "312e322e3834302e31303030382e312e3100"  # (0000,0002) UI + NUL
-        "00000001" "02000000" "3000"  # (0000,0100) C-ECHO-RQ
-        "00001001" "02000000" "0100"  # (0000,0110) Message ID 1
-        "00000008" "02000000" "0101"  # (0000,0800) no data set
+        "00000000"
+        "04000000"
+        "38000000"  # (0000,0000) UL 56
+        "00000200"
+        "12000000"
+        "312e322e3834302e31303030382e312e3100"  # (0000,0002) UI + NUL
+        "00000001"
+        "02000000"
+        "3000"  # (0000,0100) C-ECHO-RQ
+        "00001001"
+        "02000000"
+        "0100"  # (0000,0110) Message ID 1
+        "00000008"
+        "02000000"
+        "0101"  # (0000,0800) no data set
     )
     assert encode_command(CEchoRQ(message_id=1)) == expected
     assert decode_command(expected) == CEchoRQ(message_id=1)
@@ -114,20 +124,36 @@ def test_c_store_rsp_bytes_match_the_hand_computed_layout() -> None:
         affected_sop_instance_uid="1.2.3.4",
     )
     expected = bytes.fromhex(
-        "00000000" "04000000" "5a000000"  # (0000,0000) UL 90
-        "00000200" "1a000000" "312e322e3834302e31303030382e352e312e342e312e312e3200"
-        "00000001" "02000000" "0180"  # (0000,0100) C-STORE-RSP
-        "00002001" "02000000" "0500"  # (0000,0120) responding to 5
-        "00000008" "02000000" "0101"  # (0000,0800) no data set
-        "00000009" "02000000" "0000"  # (0000,0900) success
-        "00000010" "08000000" "312e322e332e3400"  # (0000,1000) UI + NUL
+        "00000000"
+        "04000000"
+        "5a000000"  # (0000,0000) UL 90
+        "00000200"
+        "1a000000"
+        "312e322e3834302e31303030382e352e312e342e312e312e3200"
+        "00000001"
+        "02000000"
+        "0180"  # (0000,0100) C-STORE-RSP
+        "00002001"
+        "02000000"
+        "0500"  # (0000,0120) responding to 5
+        "00000008"
+        "02000000"
+        "0101"  # (0000,0800) no data set
+        "00000009"
+        "02000000"
+        "0000"  # (0000,0900) success
+        "00000010"
+        "08000000"
+        "312e322e332e3400"  # (0000,1000) UI + NUL
     )
     assert encode_command(response) == expected
     assert decode_command(expected) == response
 
 
 def test_data_set_present_is_encoded_as_0001h_like_dcmtk() -> None:
-    data = encode_command(CFindRSP(message_id_being_responded_to=1, status=0xFF00, has_dataset=True))
+    data = encode_command(
+        CFindRSP(message_id_being_responded_to=1, status=0xFF00, has_dataset=True)
+    )
     assert us(0x0800, 0x0001) in data
 
 
@@ -141,7 +167,9 @@ def test_text_padding_is_space_for_ae_and_lo() -> None:
         CMoveRQ(message_id=3, affected_sop_class_uid="1.2", move_destination="ABC")
     )
     assert element(0x0600, b"ABC ") in move
-    response = encode_command(CEchoRSP(message_id_being_responded_to=3, status=0, error_comment="bad"))
+    response = encode_command(
+        CEchoRSP(message_id_being_responded_to=3, status=0, error_comment="bad")
+    )
     assert element(0x0902, b"bad ") in response
 
 
@@ -153,7 +181,7 @@ def test_attribute_lists_are_encoded_as_group_element_pairs() -> None:
         attribute_identifier_list=(0x00100010, 0x7FE00010),
     )
     data = encode_command(request)
-    assert element(0x1005, bytes.fromhex("10001000" "e07f1000")) in data
+    assert element(0x1005, bytes.fromhex("10001000e07f1000")) in data
     assert decode_command(data) == request
 
 
@@ -362,7 +390,12 @@ def test_encoding_something_else_is_a_type_error() -> None:
         (CEchoRQ(message_id=1, affected_sop_class_uid="1." * 40), "longer than 64"),
         (CMoveRQ(message_id=1, affected_sop_class_uid="1", move_destination="A" * 17), "16"),
         (CEchoRQ(message_id=1, affected_sop_class_uid="1.\u0394"), "affected_sop_class_uid"),
-        (NGetRSP(message_id_being_responded_to=1, status=0, attribute_identifier_list=(1 << 32,)), "attribute_identifier_list"),
+        (
+            NGetRSP(
+                message_id_being_responded_to=1, status=0, attribute_identifier_list=(1 << 32,)
+            ),
+            "attribute_identifier_list",
+        ),
     ],
 )
 def test_values_that_cannot_be_encoded(message: DimseMessage, problem: str) -> None:
@@ -378,7 +411,7 @@ def test_command_fields_follow_ps3_7_annex_e() -> None:
     assert CCancelRQ.COMMAND_FIELD == 0x0FFF
     assert NActionRQ.COMMAND_FIELD == 0x0130
     for request_field, response_class in RESPONSE_CLASS.items():
-        assert response_class.COMMAND_FIELD == request_field | 0x8000
+        assert request_field | 0x8000 == response_class.COMMAND_FIELD
         assert MESSAGE_CLASS[request_field].is_request
         assert not response_class.is_request
     assert len(MESSAGE_CLASS) == len(CommandField) == 23

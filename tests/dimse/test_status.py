@@ -58,9 +58,21 @@ def test_only_0000h_is_success(code: int) -> None:
 
 @pytest.mark.parametrize(
     ("code", "known"),
-    [(0x0000, True), (0x0001, True), (0x0122, True), (0x0213, True), (0xA123, True),
-     (0xB456, True), (0xC789, True), (0xFE00, True), (0xFF01, True), (0x0002, False),
-     (0x0300, False), (0xD000, False), (0xFF02, False)],
+    [
+        (0x0000, True),
+        (0x0001, True),
+        (0x0122, True),
+        (0x0213, True),
+        (0xA123, True),
+        (0xB456, True),
+        (0xC789, True),
+        (0xFE00, True),
+        (0xFF01, True),
+        (0x0002, False),
+        (0x0300, False),
+        (0xD000, False),
+        (0xFF02, False),
+    ],
 )
 def test_is_known(code: int, known: bool) -> None:
     assert is_known(code) is known
@@ -74,17 +86,37 @@ def test_is_known(code: int, known: bool) -> None:
         (0x0122, CommandField.C_STORE_RSP, "0122H Failure: Refused: SOP Class not supported"),
         (0xA700, CommandField.C_STORE_RQ, "A700H Failure: Refused: out of resources"),
         (0xA7FF, CommandField.C_STORE_RSP, "A7FFH Failure: Refused: out of resources"),
-        (0xA912, CommandField.C_STORE_RSP, "A912H Failure: Error: data set does not match SOP Class"),
+        (
+            0xA912,
+            CommandField.C_STORE_RSP,
+            "A912H Failure: Error: data set does not match SOP Class",
+        ),
         (0xC005, CommandField.C_STORE_RSP, "C005H Failure: Error: cannot understand"),
         (0xB000, CommandField.C_STORE_RSP, "B000H Warning: Coercion of data elements"),
         (0xB006, CommandField.C_STORE_RSP, "B006H Warning: Elements discarded"),
         (0xB007, CommandField.C_STORE_RSP, "B007H Warning: Data set does not match SOP Class"),
         (0xA700, CommandField.C_FIND_RSP, "A700H Failure: Refused: out of resources"),
         (0xC001, CommandField.C_FIND_RSP, "C001H Failure: Failed: unable to process"),
-        (0xFE00, CommandField.C_FIND_RSP, "FE00H Cancel: Matching terminated due to Cancel request"),
-        (0xFF01, CommandField.C_FIND_RQ, "FF01H Pending: Matches are continuing, one or more optional keys were not supported"),
-        (0xB000, CommandField.C_GET_RSP, "B000H Warning: Sub-operations complete, one or more failures or warnings"),
-        (0xA702, CommandField.C_GET_RSP, "A702H Failure: Refused: out of resources, unable to perform sub-operations"),
+        (
+            0xFE00,
+            CommandField.C_FIND_RSP,
+            "FE00H Cancel: Matching terminated due to Cancel request",
+        ),
+        (
+            0xFF01,
+            CommandField.C_FIND_RQ,
+            "FF01H Pending: Matches are continuing, one or more optional keys were not supported",
+        ),
+        (
+            0xB000,
+            CommandField.C_GET_RSP,
+            "B000H Warning: Sub-operations complete, one or more failures or warnings",
+        ),
+        (
+            0xA702,
+            CommandField.C_GET_RSP,
+            "A702H Failure: Refused: out of resources, unable to perform sub-operations",
+        ),
         (0xAA04, CommandField.C_GET_RSP, "AA04H Failure: Invalid request"),
         (0xA801, CommandField.C_MOVE_RSP, "A801H Failure: Refused: move destination unknown"),
         (0xA801, CommandField.C_GET_RSP, "A801H Failure: service-specific status"),

@@ -7,12 +7,20 @@ import struct
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from node.ul.association import NEED_DATA, ConnectionClosed, ProviderAbort, Role, UpperLayer
 from node.ul.errors import LocalProtocolError
 from node.ul.fsm import ACTIONS, TRANSITIONS, Evt, Sta
-from tests.ul.test_association import PRIMITIVES, REACHABLE, RECEIVED, RQ, drain, reach
+from tests.ul.test_association import (
+    PRIMITIVES,
+    REACHABLE,
+    RECEIVED,
+    RQ,
+    associated,
+    drain,
+    reach,
+)
 
 TIMER_STATES = (Sta.STA2, Sta.STA13)
 ABORTING = ("AA-1", "AA-7", "AA-8")
@@ -138,7 +146,9 @@ def run_operation(ul: UpperLayer, model: Model, kind: str, arg: object, now: flo
 
 @settings(max_examples=400, deadline=None)
 @given(start=STARTS, operations=OPERATIONS)
-def test_state_follows_table_9_10(start: tuple[Role, Sta], operations: list) -> None:
+def test_state_follows_table_9_10(
+    start: tuple[Role, Sta], operations: list[tuple[str, object]]
+) -> None:
     role, state = start
     ul = UpperLayer(role) if state is Sta.STA1 else reach(state, role)
     model = Model(role, state)
@@ -148,6 +158,31 @@ def test_state_follows_table_9_10(start: tuple[Role, Sta], operations: list) -> 
         assert (ul.get_timer() is not None) == (model.state in TIMER_STATES and not model.ended)
         assert ul.should_close == model.ended
         assert ul.is_established == (model.state is Sta.STA6)
+
+
+SINGLE_STEPS: list[tuple[str, object]] = [
+    *(("send", event) for event in PRIMITIVES),
+    *(("receive", event) for event in RECEIVED),
+    *(("junk", index) for index in range(len(JUNK))),
+    ("connect", None),
+    ("close", None),
+    ("timer", None),
+]
+
+
+def test_every_state_and_operation_follows_the_table() -> None:
+    """Deterministic companion of the property above: each reachable state x each input."""
+    cells = set()
+    for role, state in [*REACHABLE, (Role.REQUESTOR, Sta.STA1), (Role.ACCEPTOR, Sta.STA1)]:
+        for kind, arg in SINGLE_STEPS:
+            ul = UpperLayer(role) if state is Sta.STA1 else reach(state, role)
+            model = Model(role, state)
+            run_operation(ul, model, kind, arg, 1.0)
+            assert ul.state is model.state, (role, state, kind, arg)
+            assert ul.should_close == model.ended
+            if model.state is not state or model.ended:
+                cells.add(state)
+    assert cells == set(Sta)
 
 
 @settings(max_examples=300, deadline=None)
@@ -180,13 +215,21 @@ class LinkedPair(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.now = 0.0
-        self.peers = {Role.REQUESTOR: UpperLayer(Role.REQUESTOR), Role.ACCEPTOR: UpperLayer(Role.ACCEPTOR)}  # fmt: skip
         self.in_flight = {role: bytearray() for role in Role}  # bytes travelling toward role
         self.eof_pending = dict.fromkeys(Role, False)
         self.transport_closed = dict.fromkeys(Role, False)
-        self.peers[Role.REQUESTOR].send(RQ)
-        self.peers[Role.REQUESTOR].connection_made(0.0)
-        self.peers[Role.ACCEPTOR].connection_made(0.0)
+        self.peers: dict[Role, UpperLayer] = {}
+
+    @initialize(established=st.booleans())
+    def connect(self, established: bool) -> None:
+        if established:
+            requestor, acceptor = associated()
+        else:
+            requestor, acceptor = UpperLayer(Role.REQUESTOR), UpperLayer(Role.ACCEPTOR)
+            requestor.send(RQ)
+            requestor.connection_made(0.0)
+            acceptor.connection_made(0.0)
+        self.peers = {Role.REQUESTOR: requestor, Role.ACCEPTOR: acceptor}
         self.flush(Role.REQUESTOR)
 
     @staticmethod
@@ -203,8 +246,8 @@ class LinkedPair(RuleBasedStateMachine):
             assert not (isinstance(event, ProviderAbort) and event.abort_reason is not None), event
         self.flush(role)
 
-    @rule(role=st.sampled_from(Role), event=st.sampled_from(list(PRIMITIVES)[1:]))
-    def user_primitive(self, role: Role, event: Evt) -> None:
+    @rule(role=st.sampled_from(Role), event=st.sampled_from(list(PRIMITIVES)[1:-1]))
+    def user_tries_any_primitive(self, role: Role, event: Evt) -> None:
         ul = self.peers[role]
         state = ul.state
         try:
@@ -212,6 +255,26 @@ class LinkedPair(RuleBasedStateMachine):
         except LocalProtocolError:
             assert ul.state is state
         self.flush(role)
+
+    @rule(role=st.sampled_from(Role), data=st.data())
+    def user_acts_legally(self, role: Role, data: st.DataObject) -> None:
+        ul = self.peers[role]
+        legal = [
+            event
+            for event in list(PRIMITIVES)[1:-1]
+            if (event, ul.state) in TRANSITIONS and not ul.should_close
+        ]
+        if legal:
+            event = data.draw(st.sampled_from(legal))
+            ul.send(PRIMITIVES[event], now=self.now)
+            self.flush(role)
+
+    @rule(role=st.sampled_from(Role), dice=st.integers(0, 9))
+    def user_sometimes_aborts(self, role: Role, dice: int) -> None:
+        ul = self.peers[role]
+        if dice == 0 and (Evt.EVT15, ul.state) in TRANSITIONS and not ul.should_close:
+            ul.send(PRIMITIVES[Evt.EVT15], now=self.now)
+            self.flush(role)
 
     @rule(role=st.sampled_from(Role), size=st.integers(1, 200))
     def deliver(self, role: Role, size: int) -> None:
@@ -233,7 +296,7 @@ class LinkedPair(RuleBasedStateMachine):
             self.in_flight[role].clear()
             self.eof_pending[self.other(role)] = True
 
-    @rule(seconds=st.floats(0.0, 40.0))
+    @rule(seconds=st.floats(0.0, 8.0))
     def time_passes(self, seconds: float) -> None:
         self.now += seconds
         for role, ul in self.peers.items():
@@ -250,5 +313,5 @@ class LinkedPair(RuleBasedStateMachine):
         assert self.peers[Role.ACCEPTOR].state not in (Sta.STA4, Sta.STA5, Sta.STA9, Sta.STA11)
 
 
-LinkedPair.TestCase.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
+LinkedPair.TestCase.settings = settings(max_examples=200, stateful_step_count=80, deadline=None)
 TestLinkedPair = LinkedPair.TestCase

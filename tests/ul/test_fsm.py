@@ -55,7 +55,7 @@ def parse_standard_table() -> list[tuple[str, str, str]]:
     """(event label, state label, cell) for each of the 19 x 13 cells."""
     header, *rows = STANDARD_TABLE_9_10.strip("\n").splitlines()
     states = [label.strip() for label in header.split("|")[1:]]
-    cells = []
+    cells: list[tuple[str, str, str]] = []
     for row in rows:
         label, *values = (value.strip() for value in row.split("|"))
         assert len(values) == 13, row

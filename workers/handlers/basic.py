@@ -41,6 +41,7 @@ SUCCESS = 0x0000
 PROCESSING_FAILURE = 0x0110
 STORE_CANNOT_UNDERSTAND = 0xC211
 STORE_NO_HANDLER = 0xC210
+OUT_OF_RESOURCES = 0xA700
 
 
 def _run_status_callback(
@@ -92,19 +93,53 @@ def handle_c_echo(request: ServiceRequest, channel: Channel, handlers: Handlers)
     )
 
 
-def handle_c_store(request: ServiceRequest, channel: Channel, handlers: Handlers) -> None:
-    """Storage SCP (PS3.4 Annex B) through the user's callback."""
+def _store_to_files(request: ServiceRequest, handlers: Handlers) -> StatusResult:
+    """The built-in storage: a durable Part 10 file, data set bytes as received."""
+    from workers.store.files import InvalidUIDError
+
     command = request.command
-    result = _run_status_callback(
-        request,
-        channel,
-        evt.EVT_C_STORE,
-        handlers.on_c_store,
-        lambda: (decoded_dataset(request), context_of(request), info_of(request)),
-        handlers,
-        default=failure(STORE_NO_HANDLER, "no C-STORE handler is configured"),
-        on_error=STORE_CANNOT_UNDERSTAND,
-    )
+    if request.dataset is None:
+        return failure(STORE_CANNOT_UNDERSTAND, "C-STORE without a data set")
+    try:
+        handlers.file_store.store(
+            str(getattr(command, "affected_sop_class_uid", "")),
+            str(getattr(command, "affected_sop_instance_uid", "")),
+            request.transfer_syntax,
+            request.dataset,
+            request.association.calling_ae_title,
+        )
+    except InvalidUIDError as error:
+        return failure(STORE_CANNOT_UNDERSTAND, str(error))
+    except OSError as error:
+        log.error(
+            "storing %s failed: %s", getattr(command, "affected_sop_instance_uid", "?"), error
+        )
+        return failure(OUT_OF_RESOURCES, f"cannot write: {error.strerror or error}")
+    except Exception as error:  # noqa: BLE001 - a data set pydicom cannot read
+        return failure(STORE_CANNOT_UNDERSTAND, describe_exception(error))
+    return StatusResult(SUCCESS)
+
+
+def handle_c_store(request: ServiceRequest, channel: Channel, handlers: Handlers) -> None:
+    """Storage SCP (PS3.4 Annex B) through the user's callback or the built-in file store."""
+    command = request.command
+    if (
+        handlers.file_store is not None
+        and handlers.on_c_store is None
+        and evt.EVT_C_STORE not in handlers.events
+    ):
+        result = _store_to_files(request, handlers)
+    else:
+        result = _run_status_callback(
+            request,
+            channel,
+            evt.EVT_C_STORE,
+            handlers.on_c_store,
+            lambda: (decoded_dataset(request), context_of(request), info_of(request)),
+            handlers,
+            default=failure(STORE_NO_HANDLER, "no C-STORE handler is configured"),
+            on_error=STORE_CANNOT_UNDERSTAND,
+        )
     channel.respond(
         CStoreRSP(
             message_id_being_responded_to=request.message_id,
@@ -185,8 +220,10 @@ def handle_n_service(request: ServiceRequest, channel: Channel, handlers: Handle
     try:
         result = call_handler(request, channel, event_type, callback, legacy_args, handlers)
         if result is None:
-            status = failure(0x0112 if name != "NEventReportRQ" else PROCESSING_FAILURE,
-                             f"no {event_type} handler is configured")
+            status = failure(
+                0x0112 if name != "NEventReportRQ" else PROCESSING_FAILURE,
+                f"no {event_type} handler is configured",
+            )
         elif isinstance(result, tuple):
             status_value, reply = result
             status = parse_status(status_value)

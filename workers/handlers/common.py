@@ -47,6 +47,8 @@ class Handlers:
     known_aes: dict[str, tuple[str, int]] = field(default_factory=dict)
     local_ae_title: str = "DICOMNODE"
     maximum_pdu_size: int = 16382
+    #: The built-in storage (a workers.store.files.FileStore) used when no C-STORE callback.
+    file_store: Any = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,7 @@ from workers.handlers.common import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from node.dispatch import Channel, ServiceRequest, StorageContext
+    from node.dispatch import Channel, ServiceRequest
 
 CANCEL = 0xFE00
 SUBOPERATIONS_WARNING = 0xB000
@@ -82,7 +82,9 @@ class Counts:
 def choose_transfer_syntax(dataset: Dataset, offered: list[str]) -> str | None:
     """Pick the transfer syntax to send `dataset` in, among those accepted for its class."""
     meta = getattr(dataset, "file_meta", None)
-    original = str(meta.TransferSyntaxUID) if meta is not None and "TransferSyntaxUID" in meta else None
+    original = (
+        str(meta.TransferSyntaxUID) if meta is not None and "TransferSyntaxUID" in meta else None
+    )
     if original is not None and original in offered:
         return original
     if original is None or original in UNCOMPRESSED:
@@ -92,9 +94,7 @@ def choose_transfer_syntax(dataset: Dataset, offered: list[str]) -> str | None:
     return None
 
 
-def _response(
-    request: ServiceRequest, result: StatusResult, counts: Counts, *, final: bool
-) -> Any:
+def _response(request: ServiceRequest, result: StatusResult, counts: Counts, *, final: bool) -> Any:
     response_class = CGetRSP if type(request.command).__name__ == "CGetRQ" else CMoveRSP
     show_remaining = not final or result.status == CANCEL
     return response_class(
@@ -209,7 +209,9 @@ def handle_c_get(request: ServiceRequest, channel: Channel, handlers: Handlers) 
         )
     except Exception as error:  # noqa: BLE001 - a user callback may raise anything
         log.exception("C-GET handler raised")
-        _finish(request, channel, failure(GET_UNABLE_TO_PROCESS, describe_exception(error)), Counts())
+        _finish(
+            request, channel, failure(GET_UNABLE_TO_PROCESS, describe_exception(error)), Counts()
+        )
         return
     if results is None:
         _finish(request, channel, failure(GET_UNABLE_TO_PROCESS, "no C-GET handler"), Counts())
@@ -228,30 +230,42 @@ def handle_c_move(request: ServiceRequest, channel: Channel, handlers: Handlers)
             channel,
             evt.EVT_C_MOVE,
             handlers.on_c_move,
-            lambda: (decoded_dataset(request), destination.encode(), context_of(request),
-                     info_of(request)),
+            lambda: (
+                decoded_dataset(request),
+                destination.encode(),
+                context_of(request),
+                info_of(request),
+            ),
             handlers,
         )
         iterator = iter(results) if results is not None else None
         address = next(iterator) if iterator is not None else None
     except Exception as error:  # noqa: BLE001 - a user callback may raise anything
         log.exception("C-MOVE handler raised")
-        _finish(request, channel, failure(MOVE_UNABLE_TO_PROCESS, describe_exception(error)), Counts())
+        _finish(
+            request, channel, failure(MOVE_UNABLE_TO_PROCESS, describe_exception(error)), Counts()
+        )
         return
     if iterator is None:
         _finish(request, channel, failure(MOVE_UNABLE_TO_PROCESS, "no C-MOVE handler"), Counts())
         return
-    host, port = (address[0], address[1]) if isinstance(address, tuple) and len(address) >= 2 else (None, None)
+    host, port = (
+        (address[0], address[1])
+        if isinstance(address, tuple) and len(address) >= 2
+        else (None, None)
+    )
     if host is None or port is None:
         known = handlers.known_aes.get(destination)
         if known is None:
-            _finish(request, channel, failure(MOVE_DESTINATION_UNKNOWN,
-                                              f"unknown move destination {destination!r}"), Counts())
+            _finish(
+                request,
+                channel,
+                failure(MOVE_DESTINATION_UNKNOWN, f"unknown move destination {destination!r}"),
+                Counts(),
+            )
             return
         host, port = known
-    from workers.move import MoveDestination  # noqa: PLC0415 - opens sockets only when used
+    from workers.move import MoveDestination
 
-    with MoveDestination(
-        str(host), int(port), destination, handlers, request
-    ) as target:
+    with MoveDestination(str(host), int(port), destination, handlers, request) as target:
         _run_suboperations(request, channel, iterator, target.store, MOVE_UNABLE_TO_PROCESS)

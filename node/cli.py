@@ -1,0 +1,509 @@
+# The `dicomnode` command: serve, and the SCU tools echo / store / find / get / move.
+#
+# Rules: every failure the user can cause (bad argument, unreachable peer, rejected association,
+# unreadable file) ends as one clear line on stderr and a non-zero exit code, never a
+# traceback (-v shows the details).
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class CommandError(Exception):
+    """A user-facing error: printed as one line."""
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range 0-65535: {value}")
+    return value
+
+
+def _known_ae(text: str) -> tuple[str, tuple[str, int]]:
+    title, _, address = text.partition("=")
+    host, _, port = address.rpartition(":")
+    if not title or not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected AET=HOST:PORT, got {text!r}")
+    return title, (host, int(port))
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("host", help="peer host name or address")
+    parser.add_argument("port", type=_port, help="peer TCP port")
+    parser.add_argument("--aet", default="DICOMNODE", help="our (calling) AE title")
+    parser.add_argument("--aec", default="ANY-SCP", help="peer (called) AE title")
+    parser.add_argument("--max-pdu", type=int, default=16382, help="maximum PDU we receive")
+    parser.add_argument("--acse-timeout", type=_positive_float, default=30.0)
+    parser.add_argument("--dimse-timeout", type=_positive_float, default=None)
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+
+
+def _query_keys(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-k",
+        "--key",
+        action="append",
+        default=[],
+        metavar="KEYWORD=VALUE",
+        help="query key, e.g. -k QueryRetrieveLevel=STUDY -k PatientName=DOE*",
+    )
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument(
+        "-P",
+        "--patient",
+        dest="model",
+        action="store_const",
+        const="P",
+        help="Patient Root information model (default)",
+    )
+    model.add_argument(
+        "-S",
+        "--study",
+        dest="model",
+        action="store_const",
+        const="S",
+        help="Study Root information model",
+    )
+    parser.set_defaults(model="P")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dicomnode", description="DICOM networking node")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the embedded DICOM node (SCP)")
+    serve.add_argument("--ae-title", default="DICOMNODE")
+    serve.add_argument("--port", type=_port, default=11112)
+    serve.add_argument("--bind", default="0.0.0.0")  # noqa: S104 - a server listens
+    serve.add_argument("--data-dir", default="./data")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="worker processes (0 = handlers in the acceptor process)",
+    )
+    serve.add_argument("--max-associations", type=int, default=64)
+    serve.add_argument("--max-pdu", type=int, default=16382)
+    serve.add_argument(
+        "--known-ae",
+        type=_known_ae,
+        action="append",
+        default=[],
+        metavar="AET=HOST:PORT",
+        help="a C-MOVE destination",
+    )
+    serve.add_argument(
+        "--no-fsync", action="store_true", help="do not fsync stored files (faster, not durable)"
+    )
+    serve.add_argument("-v", "--verbose", action="count", default=0)
+
+    echo = commands.add_parser("echo", help="C-ECHO a peer")
+    _common(echo)
+    echo.add_argument("--repeat", type=int, default=1)
+
+    store = commands.add_parser("store", help="C-STORE files and folders to a peer")
+    _common(store)
+    store.add_argument("paths", nargs="+", help="files or folders (searched recursively)")
+
+    find = commands.add_parser("find", help="C-FIND on a peer")
+    _common(find)
+    _query_keys(find)
+    find.add_argument("--json", action="store_true", help="print results as JSON")
+
+    get = commands.add_parser("get", help="C-GET from a peer into a folder")
+    _common(get)
+    _query_keys(get)
+    get.add_argument("--out", default=".", help="folder to write retrieved objects to")
+
+    move = commands.add_parser("move", help="C-MOVE from a peer to another AE")
+    _common(move)
+    _query_keys(move)
+    move.add_argument("--dest", required=True, help="move destination AE title")
+    return parser
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _identifier(keys: Sequence[str]) -> Any:
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+    from pydicom.dataset import Dataset
+
+    dataset = Dataset()
+    for key in keys:
+        keyword, _, value = key.partition("=")
+        keyword = keyword.strip()
+        tag = tag_for_keyword(keyword)
+        if tag is None:
+            raise CommandError(f"unknown query key {keyword!r} (use a DICOM keyword)")
+        vr = dictionary_VR(tag)
+        if vr in ("US", "SS", "UL", "SL") and value:
+            dataset.add_new(tag, vr, int(value))
+        else:
+            dataset.add_new(tag, vr, value)
+    if "QueryRetrieveLevel" not in dataset:
+        dataset.QueryRetrieveLevel = "STUDY"
+    return dataset
+
+
+def _ae(args: argparse.Namespace) -> Any:
+    from node.ae import AE
+
+    ae = AE(ae_title=args.aet)
+    ae.acse_timeout = args.acse_timeout
+    ae.dimse_timeout = args.dimse_timeout
+    return ae
+
+
+def _associate(ae: Any, args: argparse.Namespace, **kwargs: Any) -> Any:
+    association = ae.associate(
+        args.host, args.port, ae_title=args.aec, max_pdu=args.max_pdu, **kwargs
+    )
+    if association.is_rejected:
+        rejection = association._inner.rejection
+        raise CommandError(
+            f"association rejected by {args.aec} at {args.host}:{args.port} (result "
+            f"{rejection.result}, source {rejection.source}, reason {rejection.reason})"
+        )
+    if not association.is_established:
+        raise CommandError(f"could not associate with {args.host}:{args.port}")
+    return association
+
+
+def _files(paths: Sequence[str]) -> Iterator[Path]:
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file())
+        elif path.is_file():
+            yield path
+        else:
+            raise CommandError(f"no such file or folder: {name}")
+
+
+class Progress:
+    """A one-line progress bar with rate on stderr (only when stderr is a terminal)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.start = time.monotonic()
+        self.enabled = sys.stderr.isatty()
+
+    def step(self) -> None:
+        self.done += 1
+        if self.enabled:
+            elapsed = max(time.monotonic() - self.start, 1e-6)
+            width = 30
+            filled = int(width * self.done / max(self.total, 1))
+            sys.stderr.write(
+                f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
+                f"{self.done / elapsed:7.1f}/s"
+            )
+            sys.stderr.flush()
+
+    def close(self) -> float:
+        if self.enabled:
+            sys.stderr.write("\n")
+        return time.monotonic() - self.start
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+def command_echo(args: argparse.Namespace) -> int:
+    ae = _ae(args)
+    ae.add_requested_context("1.2.840.10008.1.1")
+    try:
+        association = _associate(ae, args)
+        failures = 0
+        for _ in range(args.repeat):
+            status = association.send_c_echo()
+            code = int(status.Status) if "Status" in status else None
+            if code != 0:
+                failures += 1
+            print(f"C-ECHO status: {'none' if code is None else f'0x{code:04X}'}")
+        association.release()
+        return EXIT_FAILURE if failures else 0
+    finally:
+        ae.stop()
+
+
+def command_store(args: argparse.Namespace) -> int:
+    from node.dicomio import read_part10
+    from node.scu import UNCOMPRESSED
+
+    files = list(_files(args.paths))
+    if not files:
+        raise CommandError("no files to send")
+    objects = []
+    unreadable = 0
+    syntaxes: dict[str, set[str]] = {}
+    for path in files:
+        try:
+            part10 = read_part10(str(path))
+        except Exception as error:  # noqa: BLE001 - any unreadable file is reported and skipped
+            print(f"skipped {path}: {error}", file=sys.stderr)
+            unreadable += 1
+            continue
+        objects.append((path, part10))
+        syntaxes.setdefault(part10.sop_class_uid, set()).add(part10.transfer_syntax)
+    if len(syntaxes) > 128:
+        raise CommandError(f"{len(syntaxes)} SOP classes: more than one association can carry")
+    ae = _ae(args)
+    for sop_class, found in syntaxes.items():
+        ordered = sorted(found) + [ts for ts in UNCOMPRESSED if ts not in found]
+        ae.add_requested_context(sop_class, ordered)
+    failures = 0
+    try:
+        association = _associate(ae, args)
+        progress = Progress(len(objects))
+        for path, part10 in objects:
+            try:
+                status = association.send_c_store(part10)
+            except ValueError as error:
+                print(f"failed {path}: {error}", file=sys.stderr)
+                failures += 1
+                progress.step()
+                continue
+            code = int(status.Status) if "Status" in status else None
+            if code is None or code not in (0x0000, 0xB000, 0xB006, 0xB007):
+                failures += 1
+                shown = "no response" if code is None else f"0x{code:04X}"
+                print(f"failed {path}: status {shown}", file=sys.stderr)
+                if code is None:
+                    break
+            progress.step()
+        elapsed = progress.close()
+        if association.is_established:
+            association.release()
+    finally:
+        ae.stop()
+    sent = len(objects)
+    print(
+        f"{sent - failures} of {sent} objects stored in {elapsed:.2f} s "
+        f"({(sent - failures) / max(elapsed, 1e-6):.1f}/s); {failures} failed, "
+        f"{unreadable} unreadable"
+    )
+    return EXIT_FAILURE if failures or unreadable else 0
+
+
+def _print_table(rows: list[dict[str, str]]) -> None:
+    if not rows:
+        print("no matches")
+        return
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    widths = {c: max(len(c), *(len(row.get(c, "")) for row in rows)) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(row.get(c, "").ljust(widths[c]) for c in columns))
+
+
+def command_find(args: argparse.Namespace) -> int:
+    from node.presets import QUERY_RETRIEVE_SOP_CLASSES
+
+    identifier = _identifier(args.key)
+    ae = _ae(args)
+    for uid in QUERY_RETRIEVE_SOP_CLASSES:
+        ae.add_requested_context(uid)
+    rows: list[dict[str, str]] = []
+    final = None
+    try:
+        association = _associate(ae, args)
+        for status, result in association.send_c_find(identifier, query_model=args.model):
+            code = int(status.Status) if "Status" in status else None
+            if code in (0xFF00, 0xFF01) and result is not None:
+                rows.append({e.keyword or str(e.tag): str(e.value) for e in result})
+            else:
+                final = code
+        association.release()
+    finally:
+        ae.stop()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows)
+    if final != 0:
+        shown = "none" if final is None else f"0x{final:04X}"
+        print(f"C-FIND ended with status {shown}", file=sys.stderr)
+        return EXIT_FAILURE
+    return 0
+
+
+def _retrieve_summary(name: str, final: Any) -> int:
+    if final is None or "Status" not in final:
+        print(f"{name}: no final response", file=sys.stderr)
+        return EXIT_FAILURE
+    code = int(final.Status)
+    counts = ", ".join(
+        f"{label} {int(final.get(keyword, 0) or 0)}"
+        for label, keyword in (
+            ("completed", "NumberOfCompletedSuboperations"),
+            ("failed", "NumberOfFailedSuboperations"),
+            ("warning", "NumberOfWarningSuboperations"),
+        )
+    )
+    print(f"{name} status 0x{code:04X}: {counts}")
+    return 0 if code == 0 else EXIT_FAILURE
+
+
+def command_get(args: argparse.Namespace) -> int:
+    from node.ae import build_role
+    from node.presets import QUERY_RETRIEVE_SOP_CLASSES, StoragePresentationContexts
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    identifier = _identifier(args.key)
+    ae = _ae(args)
+    for uid in QUERY_RETRIEVE_SOP_CLASSES[:6]:
+        ae.add_requested_context(uid)
+    storage = [c.abstract_syntax for c in StoragePresentationContexts[: 128 - 6]]
+    for uid in storage:
+        ae.add_requested_context(uid)
+    roles = [build_role(uid, scp_role=True) for uid in storage]
+    ae.file_store = _FlatStore(out)
+    final = None
+    try:
+        association = _associate(ae, args, ext_neg=roles)
+        for status, _identifier_reply in association.send_c_get(identifier, query_model=args.model):
+            final = status
+        association.release()
+    finally:
+        ae.stop()
+    return _retrieve_summary("C-GET", final)
+
+
+class _FlatStore:
+    """Writes retrieved objects as <SOPInstanceUID>.dcm into one folder (for `get`)."""
+
+    def __init__(self, folder: Path) -> None:
+        from workers.store.files import FileStore
+
+        self.inner = FileStore(folder, fsync=False)
+        self.folder = folder
+
+    def store(
+        self, sop_class: str, sop_instance: str, syntax: str, data: bytes, source: str = ""
+    ) -> Any:
+        from workers.store.files import checked_uid, file_meta
+
+        path = self.folder / (checked_uid(sop_instance, "SOP Instance UID") + ".dcm")
+        header = file_meta(
+            sop_class,
+            sop_instance,
+            syntax,
+            self.inner.implementation_class_uid,
+            self.inner.implementation_version_name,
+            source,
+        )
+        path.write_bytes(header + data)
+        return path
+
+
+def command_move(args: argparse.Namespace) -> int:
+    from node.presets import QUERY_RETRIEVE_SOP_CLASSES
+
+    identifier = _identifier(args.key)
+    ae = _ae(args)
+    for uid in QUERY_RETRIEVE_SOP_CLASSES:
+        ae.add_requested_context(uid)
+    final = None
+    try:
+        association = _associate(ae, args)
+        for status, _reply in association.send_c_move(
+            identifier, args.dest, query_model=args.model
+        ):
+            final = status
+        association.release()
+    finally:
+        ae.stop()
+    return _retrieve_summary("C-MOVE", final)
+
+
+def command_serve(args: argparse.Namespace) -> int:
+    from node.ae import AE
+    from node.presets import (
+        ALL_STORAGE_SOP_CLASSES,
+        ALL_TRANSFER_SYNTAXES,
+        VERIFICATION,
+    )
+    from workers.store.files import FileStore
+
+    if args.workers:
+        raise CommandError("--workers > 0 needs the cluster runtime, which is not built yet")
+    ae = AE(ae_title=args.ae_title, port=args.port, bind_addr=args.bind)
+    ae.maximum_associations = args.max_associations
+    ae.maximum_pdu_size = args.max_pdu
+    ae.add_supported_context(VERIFICATION)
+    for uid in ALL_STORAGE_SOP_CLASSES:
+        ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
+    ae.known_aes = dict(args.known_ae)
+    ae.file_store = FileStore(args.data_dir, fsync=not args.no_fsync)
+    signal.signal(signal.SIGTERM, lambda *_: ae.stop())
+    print(
+        f"dicomnode serving {args.ae_title} on {args.bind}:{args.port}, "
+        f"data in {os.path.abspath(args.data_dir)}",
+        flush=True,
+    )
+    ae.start(block=True)
+    return 0
+
+
+COMMANDS = {
+    "serve": command_serve,
+    "echo": command_echo,
+    "store": command_store,
+    "find": command_find,
+    "get": command_get,
+    "move": command_move,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except CommandError as error:
+        print(f"dicomnode {args.command}: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except (ValueError, OSError) as error:
+        if args.verbose:
+            raise
+        print(f"dicomnode {args.command}: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

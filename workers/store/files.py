@@ -1,0 +1,193 @@
+# The durable file store: DICOM Part 10 files at DATA_DIR/objects/<study>/<series>/<sop>.dcm.
+#
+# Rules: path parts are UIDs validated as digits and dots (at most 64 characters, PS3.5 9.1),
+# never raw peer text, so nothing lands outside DATA_DIR. A file is written under a temporary
+# name, fsynced, renamed atomically, and its directory fsynced: only then may success be
+# reported (PS3.4 B.2.3 leaves durability to us; we choose acknowledged = on disk). The data
+# set bytes are stored as received, after a file meta group we build (PS3.10 7.1).
+from __future__ import annotations
+
+import os
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+_UID: Final = re.compile(r"[0-9]+(\.[0-9]+)*")
+_EXPLICIT_SHORT: Final = struct.Struct("<HH2sH")
+_EXPLICIT_LONG: Final = struct.Struct("<HH2s2xI")
+STUDY_INSTANCE_UID: Final = 0x0020000D
+SERIES_INSTANCE_UID: Final = 0x0020000E
+
+
+class InvalidUIDError(ValueError):
+    """A UID that must not become a path part."""
+
+
+def checked_uid(value: str, what: str) -> str:
+    """Return `value` if it is a UID of digits and dots, at most 64 characters."""
+    value = value.rstrip("\0 ")
+    if len(value) > 64 or not _UID.fullmatch(value):
+        raise InvalidUIDError(f"{what} {value[:80]!r} is not a valid UID")
+    return value
+
+
+def _element(group: int, element: int, vr: bytes, value: bytes) -> bytes:
+    if vr in (b"OB", b"OW", b"UN", b"SQ", b"UT"):
+        return _EXPLICIT_LONG.pack(group, element, vr, len(value)) + value
+    return _EXPLICIT_SHORT.pack(group, element, vr, len(value)) + value
+
+
+def _ui(value: str) -> bytes:
+    raw = value.encode("ascii")
+    return raw + b"\0" if len(raw) % 2 else raw
+
+
+def _text(value: str) -> bytes:
+    raw = value.encode("ascii")
+    return raw + b" " if len(raw) % 2 else raw
+
+
+def file_meta(
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    transfer_syntax: str,
+    implementation_class_uid: str,
+    implementation_version_name: str,
+    source_ae_title: str,
+) -> bytes:
+    """Preamble, 'DICM' and the File Meta Information group (PS3.10 7.1), explicit VR LE."""
+    body = b"".join(
+        (
+            _element(0x0002, 0x0001, b"OB", b"\x00\x01"),
+            _element(0x0002, 0x0002, b"UI", _ui(sop_class_uid)),
+            _element(0x0002, 0x0003, b"UI", _ui(sop_instance_uid)),
+            _element(0x0002, 0x0010, b"UI", _ui(transfer_syntax)),
+            _element(0x0002, 0x0012, b"UI", _ui(implementation_class_uid)),
+            _element(0x0002, 0x0013, b"SH", _text(implementation_version_name)),
+            _element(0x0002, 0x0016, b"AE", _text(source_ae_title[:16]))
+            if source_ae_title
+            else b"",
+        )
+    )
+    length = _element(0x0002, 0x0000, b"UL", struct.pack("<I", len(body)))
+    return bytes(128) + b"DICM" + length + body
+
+
+def study_and_series(dataset: bytes, transfer_syntax: str) -> tuple[str, str]:
+    """Read Study and Series Instance UID from the start of a data set, parsing no further."""
+    if transfer_syntax == DeflatedExplicitVRLittleEndian:
+        import zlib
+
+        dataset = zlib.decompressobj(-zlib.MAX_WBITS).decompress(dataset, 1 << 20)
+    from pydicom.uid import UID
+
+    uid = UID(transfer_syntax)
+    implicit = bool(uid.is_implicit_VR) if uid.is_transfer_syntax else False
+    little = bool(uid.is_little_endian) if uid.is_transfer_syntax else True
+    parsed = read_dataset(
+        DicomBytesIO(dataset),  # type: ignore[arg-type]
+        implicit,
+        little,
+        stop_when=lambda tag, vr, length: tag > SERIES_INSTANCE_UID,
+    )
+    return (
+        str(parsed.get("StudyInstanceUID", "")),
+        str(parsed.get("SeriesInstanceUID", "")),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    path: Path
+    study_instance_uid: str
+    series_instance_uid: str
+    replaced: bool
+
+
+class FileStore:
+    """Part 10 files under `root/objects`, written durably."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        fsync: bool = True,
+        implementation_class_uid: str = "2.25.283479113923592446473716104451470361611",
+        implementation_version_name: str = "DICOMNODE_010",
+    ) -> None:
+        self.root = Path(root).resolve()
+        self.objects = self.root / "objects"
+        self.objects.mkdir(parents=True, exist_ok=True)
+        self.fsync = fsync
+        self.implementation_class_uid = implementation_class_uid
+        self.implementation_version_name = implementation_version_name
+
+    def path_for(self, study: str, series: str, sop_instance: str) -> Path:
+        parts = (
+            checked_uid(study, "Study Instance UID"),
+            checked_uid(series, "Series Instance UID"),
+            checked_uid(sop_instance, "SOP Instance UID") + ".dcm",
+        )
+        path = self.objects.joinpath(*parts)
+        if self.objects not in path.parents:
+            raise InvalidUIDError("path escapes the data directory")
+        return path
+
+    def store(
+        self,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax: str,
+        dataset: bytes,
+        source_ae_title: str = "",
+    ) -> StoredObject:
+        """Write one object durably (replacing an earlier copy of the same SOP instance)."""
+        checked_uid(sop_class_uid, "SOP Class UID")
+        checked_uid(transfer_syntax, "Transfer Syntax UID")
+        study, series = study_and_series(dataset, transfer_syntax)
+        path = self.path_for(study, series, sop_instance_uid)
+        directory = path.parent
+        created = not directory.exists()
+        directory.mkdir(parents=True, exist_ok=True)
+        header = file_meta(
+            sop_class_uid,
+            sop_instance_uid,
+            transfer_syntax,
+            self.implementation_class_uid,
+            self.implementation_version_name,
+            source_ae_title,
+        )
+        temporary = directory / f".{path.name}.{os.getpid()}.tmp"
+        replaced = path.exists()
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            with os.fdopen(descriptor, "wb", closefd=True) as handle:
+                handle.write(header)
+                handle.write(dataset)
+                handle.flush()
+                if self.fsync:
+                    os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        if self.fsync:
+            self._fsync_directory(directory)
+            if created:
+                self._fsync_directory(directory.parent)
+                self._fsync_directory(directory.parent.parent)
+        return StoredObject(path, study, series, replaced)
+
+    @staticmethod
+    def _fsync_directory(directory: Path) -> None:
+        descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
