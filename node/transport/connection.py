@@ -109,7 +109,7 @@ class Connection(asyncio.Protocol):
 
     def send_pdu(self, pdu: PDU) -> None:
         """Hand a primitive to the state machine and put its bytes on the wire."""
-        self.upper_layer.send(pdu)
+        self.upper_layer.send(pdu, now=self.loop.time())
         self.flush()
 
     def send_message(
@@ -141,7 +141,9 @@ class Connection(asyncio.Protocol):
         """A-ABORT (service-user source) then close; safe to call in any state."""
         self.close_reason = self.close_reason or reason
         with contextlib.suppress(LocalProtocolError):
-            self.upper_layer.send(Abort(AbortSource.SERVICE_USER, abort_reason))
+            self.upper_layer.send(
+                Abort(AbortSource.SERVICE_USER, abort_reason), now=self.loop.time()
+            )
         self.flush()
         if self.transport is not None:
             self.transport.close()
@@ -151,7 +153,7 @@ class Connection(asyncio.Protocol):
         self.close_reason = self.close_reason or f"protocol error: {error}"
         log.warning("aborting association with %s: %s", self.peer_address, error)
         with contextlib.suppress(LocalProtocolError):
-            self.upper_layer.send(Abort(error.source, error.reason))
+            self.upper_layer.send(Abort(error.source, error.reason), now=self.loop.time())
         self.flush()
         if self.transport is not None:
             self.transport.close()
@@ -172,8 +174,9 @@ class Connection(asyncio.Protocol):
 
     def _pump(self) -> None:
         upper_layer = self.upper_layer
+        now = self.loop.time()
         while True:
-            event = upper_layer.next_event()
+            event = upper_layer.next_event(now=now)
             if event is NEED_DATA:
                 break
             if type(event) is PDataTF:

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from node.ul.errors import AbortReason, RemoteProtocolError
@@ -112,10 +112,13 @@ class PresentationContextItemRQ:
     context_id: int
     abstract_syntax: str
     transfer_syntaxes: tuple[str, ...]
+    #: The three reserved bytes after the ID, kept as received so a decoded item re-encodes
+    #: byte for byte (DCMTK sends FFH in the second); not significant (PS3.8 Table 9-13).
+    reserved: bytes = field(default=b"\0\0\0", compare=False, repr=False)
 
     def encode(self) -> bytes:
         parts = [
-            bytes((self.context_id, 0, 0, 0)),
+            bytes((self.context_id,)) + self.reserved,
             _item(ABSTRACT_SYNTAX_SUB_ITEM, _text(self.abstract_syntax)),
         ]
         parts.extend(_item(TRANSFER_SYNTAX_SUB_ITEM, _text(ts)) for ts in self.transfer_syntaxes)
@@ -482,7 +485,7 @@ def decode_presentation_context_rq(body: memoryview) -> PresentationContextItemR
         raise RemoteProtocolError(
             f"presentation context {context_id}: needs one abstract and 1+ transfer syntaxes"
         )
-    return PresentationContextItemRQ(context_id, abstract, tuple(transfer))
+    return PresentationContextItemRQ(context_id, abstract, tuple(transfer), bytes(body[1:4]))
 
 
 def decode_presentation_context_ac(body: memoryview) -> PresentationContextItemAC:
