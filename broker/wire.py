@@ -117,7 +117,12 @@ def unpack_envelope(frame: bytes | memoryview) -> Envelope:
     return envelope
 
 
-def split_frames(frames: Sequence[bytes]) -> tuple[list[bytes], Envelope, bytes, bytes]:
+FrameData = bytes | memoryview
+
+
+def split_frames(
+    frames: Sequence[FrameData],
+) -> tuple[list[FrameData], Envelope, bytes, FrameData]:
     """Split `[routing ids..., b"", envelope, command?, dataset?]`."""
     try:
         delimiter = list(frames).index(b"")

@@ -139,7 +139,7 @@ class ApplicationEntity:
         self._event_handlers: dict[evt.EventType, list[Callable[..., Any]]] = {}
         self._runner: LoopThread | None = None
         self._server: AcceptorServer | None = None
-        self._dispatcher: ThreadDispatcher | None = None
+        self._dispatcher: Any = None
         self._client_associations: list[Association] = []
         self._stopped = threading.Event()
         self._lock = threading.Lock()
@@ -375,7 +375,7 @@ class ApplicationEntity:
         object.__setattr__(self, name, value)
         if name in _SERVICE_CALLBACKS or name == "file_store":
             dispatcher = self.__dict__.get("_dispatcher")
-            if dispatcher is not None:
+            if isinstance(dispatcher, ThreadDispatcher):
                 setattr(dispatcher.handlers, name, value)
 
     def _notify(
@@ -446,15 +446,20 @@ class ApplicationEntity:
         evt_handlers: Sequence[tuple[Any, ...]] = (),
         ssl_context: ssl_module.SSLContext | None = None,
         reuse_port: bool = False,
+        broker: str | None = None,
     ) -> None:
         """Listen on `bind_addr:port` as SCP. Blocks until stop() unless block=False.
 
-        With workers=0 the service callbacks run on a thread pool of this process.
+        With workers=0 (and no broker) the service callbacks run on a thread pool of this
+        process. With `broker`, requests go to the worker processes behind that ZeroMQ
+        broker (the `acceptor` role). With workers=N, a broker and N worker processes are
+        started on this host and the AE's callbacks run in them (they must be importable
+        module-level functions).
         """
         if workers:
             raise ValueError(
-                "workers > 0 (cluster mode) is not available from the AE yet; "
-                "use `dicomnode serve --workers N` or workers=0"
+                "workers > 0 from the AE is not available yet; use `dicomnode serve "
+                "--workers N` (built-in services) or workers=0"
             )
         if not self._supported_contexts:
             raise ValueError("no supported presentation contexts: add_supported_context() first")
@@ -464,11 +469,18 @@ class ApplicationEntity:
             self.bind(item[0], item[1])
         runner = self._runner_loop()
         self._stopped.clear()
-        self._dispatcher = ThreadDispatcher(
-            self._handlers(),
-            threads=max(4, self._maximum_associations * 2),
-            suboperation_timeout=self._dimse_timeout or 60.0,
-        )
+        dispatcher: Any
+        if broker is not None:
+            from node.bridge import ZmqDispatcher
+
+            dispatcher = ZmqDispatcher(broker)
+        else:
+            dispatcher = ThreadDispatcher(
+                self._handlers(),
+                threads=max(4, self._maximum_associations * 2),
+                suboperation_timeout=self._dimse_timeout or 60.0,
+            )
+        self._dispatcher = dispatcher
         settings = ServerSettings(
             policy=self._policy,
             dispatcher=self._dispatcher,

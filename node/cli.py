@@ -146,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(move)
     _query_keys(move)
     move.add_argument("--dest", required=True, help="move destination AE title")
+
+    for role in ("broker", "worker", "acceptor"):
+        sub = commands.add_parser(
+            role, help=f"run the {role} role (see `dicomnode {role} -h`)", add_help=False
+        )
+        sub.add_argument("role_args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -448,32 +454,66 @@ def command_move(args: argparse.Namespace) -> int:
 
 
 def command_serve(args: argparse.Namespace) -> int:
-    from node.ae import AE
-    from node.presets import (
-        ALL_STORAGE_SOP_CLASSES,
-        ALL_TRANSFER_SYNTAXES,
-        VERIFICATION,
+    if args.workers < 0 or args.acceptors < 1:
+        raise CommandError("--workers must be >= 0 and --acceptors >= 1")
+    print(
+        f"dicomnode serving {args.ae_title} on {args.bind}:{args.port}, "
+        f"data in {os.path.abspath(args.data_dir)}, "
+        + (
+            f"{args.acceptors} acceptor(s), {args.workers} worker(s)"
+            if args.workers
+            else "in one process"
+        ),
+        flush=True,
     )
+    if args.workers:
+        from node.cluster import Cluster, ClusterConfig
+
+        cluster = Cluster(
+            ClusterConfig(
+                ae_title=args.ae_title,
+                port=args.port,
+                bind=args.bind,
+                data_dir=args.data_dir,
+                workers=args.workers,
+                acceptors=args.acceptors,
+                threads=args.threads,
+                max_associations=args.max_associations,
+                max_pdu=args.max_pdu,
+                known_aes=list(args.known_ae),
+                fsync=not args.no_fsync,
+                verbose=args.verbose,
+            )
+        )
+        return cluster.run()
+    from node.acceptor import build_server_ae
     from workers.store.files import FileStore
 
-    if args.workers:
-        raise CommandError("--workers > 0 needs the cluster runtime, which is not built yet")
-    ae = AE(ae_title=args.ae_title, port=args.port, bind_addr=args.bind)
-    ae.maximum_associations = args.max_associations
-    ae.maximum_pdu_size = args.max_pdu
-    ae.add_supported_context(VERIFICATION)
-    for uid in ALL_STORAGE_SOP_CLASSES:
-        ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
+    ae = build_server_ae(
+        args.ae_title,
+        args.port,
+        args.bind,
+        maximum_associations=args.max_associations,
+        maximum_pdu=args.max_pdu,
+    )
     ae.known_aes = dict(args.known_ae)
     ae.file_store = FileStore(args.data_dir, fsync=not args.no_fsync)
     signal.signal(signal.SIGTERM, lambda *_: ae.stop())
-    print(
-        f"dicomnode serving {args.ae_title} on {args.bind}:{args.port}, "
-        f"data in {os.path.abspath(args.data_dir)}",
-        flush=True,
-    )
     ae.start(block=True)
     return 0
+
+
+def command_role(args: argparse.Namespace) -> int:
+    """`dicomnode broker|worker|acceptor ...`: hand the rest of the line to that role."""
+    module = {
+        "broker": "broker.__main__",
+        "worker": "workers.__main__",
+        "acceptor": "node.acceptor",
+    }[args.command]
+    import importlib
+
+    result: int = importlib.import_module(module).main(args.role_args)
+    return result
 
 
 COMMANDS = {
@@ -483,12 +523,17 @@ COMMANDS = {
     "find": command_find,
     "get": command_get,
     "move": command_move,
+    "broker": command_role,
+    "worker": command_role,
+    "acceptor": command_role,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in ("broker", "worker", "acceptor"):
+        return command_role(args)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -1,0 +1,92 @@
+# `dicomnode acceptor`: the acceptor role of the cluster, and the SCP configuration it shares
+# with `dicomnode serve`.
+#
+# Rules: the acceptor owns TCP and the DICOM Upper Layer and hands every DIMSE request to the
+# broker (node.bridge.ZmqDispatcher); it never runs a service handler itself. Several acceptor
+# processes may share one port (SO_REUSEPORT).
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from typing import TYPE_CHECKING
+
+from node.ae import AE
+from node.presets import (
+    ALL_STORAGE_SOP_CLASSES,
+    ALL_TRANSFER_SYNTAXES,
+    DEFAULT_TRANSFER_SYNTAXES,
+    QUERY_RETRIEVE_SOP_CLASSES,
+    VERIFICATION,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+log = logging.getLogger("dicomnode.acceptor")
+
+STORAGE_COMMITMENT_PUSH = "1.2.840.10008.1.20.1"
+MODALITY_PERFORMED_PROCEDURE_STEP = "1.2.840.10008.3.1.2.3.3"
+
+
+def build_server_ae(
+    ae_title: str, port: int, bind: str, *, maximum_associations: int, maximum_pdu: int
+) -> AE:
+    """The AE `serve` and `acceptor` run: Verification, every storage SOP class in any
+    transfer syntax (both roles, so C-GET sub-operations work), Query/Retrieve, Storage
+    Commitment and MPPS."""
+    ae = AE(ae_title=ae_title, port=port, bind_addr=bind)
+    ae.maximum_associations = maximum_associations
+    ae.maximum_pdu_size = maximum_pdu
+    ae.add_supported_context(VERIFICATION)
+    for uid in ALL_STORAGE_SOP_CLASSES:
+        ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
+    for uid in (
+        *QUERY_RETRIEVE_SOP_CLASSES,
+        STORAGE_COMMITMENT_PUSH,
+        MODALITY_PERFORMED_PROCEDURE_STEP,
+    ):
+        ae.add_supported_context(uid, DEFAULT_TRANSFER_SYNTAXES)
+    return ae
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dicomnode acceptor", description="dicomnode acceptor")
+    parser.add_argument("--broker", required=True, help="broker frontend endpoint")
+    parser.add_argument("--ae-title", default="DICOMNODE")
+    parser.add_argument("--port", type=int, default=11112)
+    parser.add_argument("--bind", default="0.0.0.0")  # noqa: S104 - a server listens
+    parser.add_argument("--max-associations", type=int, default=256)
+    parser.add_argument("--max-pdu", type=int, default=16382)
+    parser.add_argument("--dimse-timeout", type=float, default=None)
+    parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="share the port with other acceptor processes (SO_REUSEPORT)",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+    )
+    ae = build_server_ae(
+        args.ae_title,
+        args.port,
+        args.bind,
+        maximum_associations=args.max_associations,
+        maximum_pdu=args.max_pdu,
+    )
+    ae.dimse_timeout = args.dimse_timeout
+    signal.signal(signal.SIGTERM, lambda *_: ae.stop())
+    ae.start(block=True, broker=args.broker, reuse_port=args.reuse_port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,297 @@
+# The acceptor side of the ZeroMQ link: a Dispatcher that sends requests through the broker.
+#
+# Rules: one DEALER socket per acceptor process, identity = acceptor id, driven by the
+# acceptor's event loop (zmq.asyncio). Requests go out as [b"", envelope, command, dataset]
+# (broker.wire); the dataset frame is sent without copying above 64 KiB. Every request has a
+# deadline: past it, or when the broker is lost (heartbeats, Paranoid Pirate), the request
+# gets a final failure response here, so an SCU never waits forever. Nothing in this module
+# knows the asyncio transport: it talks to the association only through ReplySink.
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import zmq
+import zmq.asyncio
+
+from broker import wire
+from node.dimse.commands import decode_command, encode_command
+from node.dimse.messages import RESPONSE_CLASS
+
+if TYPE_CHECKING:
+    from node.dimse.commands import DimseMessage
+    from node.dispatch import ReplySink, ServiceRequest
+
+log = logging.getLogger("dicomnode.bridge")
+
+#: Deadline for requests when the AE has no dimse_timeout: nothing waits forever.
+DEFAULT_REQUEST_TIMEOUT = 600.0
+OUT_OF_RESOURCES = 0xA700
+PROCESSING_FAILURE = 0x0110
+
+
+def failure_response(command: DimseMessage, status: int, comment: str) -> DimseMessage:
+    """The final response of the right type for `command` (PS3.7 Annex C statuses)."""
+    response_class: Any = RESPONSE_CLASS[command.COMMAND_FIELD]
+    fields: dict[str, Any] = {
+        "message_id_being_responded_to": int(getattr(command, "message_id", 0)),
+        "status": status,
+        "error_comment": comment[:64],
+    }
+    sop_class = getattr(command, "affected_sop_class_uid", None) or getattr(
+        command, "requested_sop_class_uid", None
+    )
+    if sop_class is not None and "affected_sop_class_uid" in response_class.__dataclass_fields__:
+        fields["affected_sop_class_uid"] = sop_class
+    instance = getattr(command, "affected_sop_instance_uid", None)
+    if instance is not None and "affected_sop_instance_uid" in response_class.__dataclass_fields__:
+        fields["affected_sop_instance_uid"] = instance
+    response: DimseMessage = response_class(**fields)
+    return response
+
+
+class ZmqDispatcher:
+    """Dispatcher over ZeroMQ: acceptor -> broker -> workers (DESIGN.md flows)."""
+
+    def __init__(
+        self,
+        broker: str,
+        *,
+        acceptor_id: str | None = None,
+        heartbeat_interval: float = 1.0,
+        heartbeat_liveness: int = 3,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        curve: dict[str, bytes] | None = None,
+    ) -> None:
+        self.broker = broker
+        self.acceptor_id = acceptor_id or (
+            f"a-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        )
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_liveness = heartbeat_liveness
+        self.request_timeout = request_timeout
+        self.curve = curve
+        self.context: zmq.asyncio.Context | None = None
+        self.socket: zmq.asyncio.Socket | None = None
+        self.pending: dict[tuple[int, int], tuple[ServiceRequest, ReplySink, float]] = {}
+        self.invalid_messages = 0
+        self.reconnects = 0
+        self._last_heard = time.monotonic()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.context = zmq.asyncio.Context()
+        self.socket = self._connect()
+        self._tasks = [
+            asyncio.create_task(self._read_loop()),
+            asyncio.create_task(self._heartbeat_loop()),
+        ]
+
+    def _connect(self) -> zmq.asyncio.Socket:
+        assert self.context is not None  # noqa: S101 - start() creates it
+        sock = self.context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.IDENTITY, self.acceptor_id.encode())
+        sock.setsockopt(zmq.LINGER, 0)
+        if self.curve:
+            sock.curve_secretkey = self.curve["secret"]
+            sock.curve_publickey = self.curve["public"]
+            sock.curve_serverkey = self.curve["server"]
+        sock.connect(self.broker)
+        self._last_heard = time.monotonic()
+        return sock
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._fail_all(PROCESSING_FAILURE, "acceptor shutting down")
+        if self.socket is not None:
+            self.socket.close(0)
+        if self.context is not None:
+            self.context.term()
+
+    # --- Dispatcher -------------------------------------------------------------------------
+
+    def submit(self, request: ServiceRequest, sink: ReplySink) -> None:
+        association = request.association
+        key = (association.assoc_id, request.message_id)
+        now = time.time()
+        timeout = self.request_timeout
+        if request.deadline is not None:
+            timeout = max(0.0, request.deadline - asyncio.get_running_loop().time())
+        deadline = now + timeout
+        envelope = wire.pack_envelope(
+            wire.REQUEST,
+            acceptor=self.acceptor_id,
+            assoc_id=association.assoc_id,
+            msg_id=request.message_id,
+            command_field=request.command.COMMAND_FIELD,
+            ctx_id=request.context_id,
+            sop_class=request.abstract_syntax,
+            ts_uid=request.transfer_syntax,
+            calling_aet=association.calling_ae_title,
+            called_aet=association.called_ae_title,
+            peer_address=association.peer_address,
+            peer_port=association.peer_port,
+            deadline=deadline,
+            storage_contexts=[
+                [c.context_id, c.abstract_syntax, c.transfer_syntax]
+                for c in association.storage_contexts
+            ],
+            user_identity_type=association.user_identity_type,
+            username=association.username,
+        )
+        self.pending[key] = (request, sink, time.monotonic() + timeout)
+        self._send([b"", envelope, encode_command(request.command), request.dataset or b""])
+
+    def cancel(self, assoc_id: int, message_id: int) -> None:
+        if (assoc_id, message_id) not in self.pending:
+            return
+        self._send(
+            [
+                b"",
+                wire.pack_envelope(
+                    wire.CANCEL, acceptor=self.acceptor_id, assoc_id=assoc_id, msg_id=message_id
+                ),
+            ]
+        )
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def _send(self, frames: list[bytes]) -> None:
+        sock = self.socket
+        if sock is None:
+            return
+        large = len(frames[-1]) > wire.ZERO_COPY_THRESHOLD
+        try:
+            sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=not large)
+        except zmq.Again:
+            log.warning("broker link full: request answered with out of resources")
+            envelope = wire.unpack_envelope(frames[1])
+            if envelope["kind"] == wire.REQUEST:
+                self._fail(
+                    (envelope["assoc_id"], envelope["msg_id"]),
+                    OUT_OF_RESOURCES,
+                    "broker link is full",
+                )
+
+    def _fail(self, key: tuple[int, int], status: int, comment: str) -> None:
+        entry = self.pending.pop(key, None)
+        if entry is None:
+            return
+        request, sink, _deadline = entry
+        sink.send_response(request, failure_response(request.command, status, comment), None, True)
+
+    def _fail_all(self, status: int, comment: str) -> None:
+        for key in list(self.pending):
+            self._fail(key, status, comment)
+
+    async def _read_loop(self) -> None:
+        while True:
+            sock = self.socket
+            if sock is None:
+                await asyncio.sleep(self.heartbeat_interval)
+                continue
+            try:
+                frames = await sock.recv_multipart(copy=False)
+            except zmq.ZMQError as error:
+                if self._closing:
+                    return
+                log.warning("broker link error: %s", error)
+                await asyncio.sleep(0.1)
+                continue
+            self._last_heard = time.monotonic()
+            try:
+                self._on_message([frame.buffer for frame in frames])
+            except wire.WireError as error:
+                self.invalid_messages += 1
+                log.warning("invalid message from the broker: %s", error)
+
+    def _on_message(self, frames: list[memoryview]) -> None:
+        _routing, envelope, command, dataset = wire.split_frames(frames)
+        kind = envelope["kind"]
+        if kind == wire.HEARTBEAT:
+            return
+        key = (int(envelope.get("assoc_id", -1)), int(envelope.get("msg_id", -1)))
+        if kind == wire.REPLY:
+            entry = self.pending.get(key)
+            if entry is None:
+                return
+            request, sink, _deadline = entry
+            final = bool(envelope["final"])
+            if final:
+                del self.pending[key]
+            data = bytes(dataset) if len(dataset) else None
+            sink.send_response(request, decode_command(command), data, final)
+        elif kind == wire.ERROR:
+            log.warning(
+                "request %s failed in the cluster: %s: %s",
+                key,
+                envelope["type"],
+                envelope["message"],
+            )
+            self._fail(key, int(envelope["status"]), f"{envelope['type']}: {envelope['message']}")
+        elif kind == wire.SUBOPERATION:
+            entry = self.pending.get(key)
+            if entry is None:
+                return
+            asyncio.get_running_loop().create_task(
+                self._suboperation(entry[0], entry[1], envelope, bytes(dataset))
+            )
+
+    async def _suboperation(
+        self, request: ServiceRequest, sink: ReplySink, envelope: wire.Envelope, dataset: bytes
+    ) -> None:
+        try:
+            status = await sink.store_suboperation(
+                request,
+                str(envelope["sop_class"]),
+                str(envelope["sop_instance"]),
+                str(envelope["ts_uid"]),
+                dataset,
+            )
+        except Exception as error:  # noqa: BLE001 - any failure is a failed sub-operation
+            log.warning("C-GET sub-operation failed: %s", error)
+            status = 0xA702
+        self._send(
+            [
+                b"",
+                wire.pack_envelope(
+                    wire.SUBOPERATION_STATUS,
+                    worker=envelope.get("worker", ""),
+                    sub_id=envelope["sub_id"],
+                    status=status,
+                    acceptor=self.acceptor_id,
+                ),
+            ]
+        )
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.heartbeat_interval
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            self._send([b"", wire.pack_envelope(wire.HEARTBEAT, acceptor=self.acceptor_id)])
+            for key, (_request, _sink, deadline) in list(self.pending.items()):
+                if now > deadline:
+                    self.cancel(*key)
+                    self._fail(key, PROCESSING_FAILURE, "no response from the cluster in time")
+            if now - self._last_heard > interval * self.heartbeat_liveness:
+                log.warning("broker silent for %.1f s: reconnecting", now - self._last_heard)
+                self._fail_all(PROCESSING_FAILURE, "broker connection lost")
+                if self.socket is not None:
+                    self.socket.close(0)
+                self.socket = self._connect()
+                self.reconnects += 1

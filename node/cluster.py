@@ -1,0 +1,168 @@
+# `dicomnode serve --workers N`: the embedded cluster on one host (broker, workers, acceptors).
+#
+# Rules: every role is its own process (`python -m broker|workers|node.acceptor`), talking over
+# ipc:// endpoints in a private runtime directory. The supervisor restarts a role process
+# that dies, and on SIGTERM/SIGINT stops acceptors first (they finish their associations),
+# then workers, then the broker, and exits 0.
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("dicomnode.serve")
+
+
+@dataclass
+class ClusterConfig:
+    ae_title: str
+    port: int
+    bind: str
+    data_dir: str
+    workers: int
+    acceptors: int = 1
+    threads: int = 4
+    max_associations: int = 64
+    max_pdu: int = 16382
+    known_aes: list[tuple[str, tuple[str, int]]] = field(default_factory=list)
+    fsync: bool = True
+    verbose: int = 0
+    handlers_module: str | None = None
+    runtime_dir: str | None = None
+
+
+@dataclass
+class _Role:
+    name: str
+    command: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+
+
+class Cluster:
+    """Starts and supervises the role processes of one host."""
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+        self.runtime_dir = config.runtime_dir or tempfile.mkdtemp(prefix="dicomnode-")
+        self.frontend = f"ipc://{self.runtime_dir}/frontend"
+        self.backend = f"ipc://{self.runtime_dir}/backend"
+        self.roles: list[_Role] = []
+        self._stopping = False
+
+    def _commands(self) -> list[_Role]:
+        config = self.config
+        python = sys.executable
+        verbose = ["-v"] * config.verbose
+        roles = [
+            _Role(
+                "broker",
+                [
+                    python,
+                    "-m",
+                    "broker",
+                    "--frontend",
+                    self.frontend,
+                    "--backend",
+                    self.backend,
+                    *verbose,
+                ],
+            )
+        ]
+        worker = [
+            python,
+            "-m",
+            "workers",
+            "--broker",
+            self.backend,
+            "--data-dir",
+            config.data_dir,
+            "--threads",
+            str(config.threads),
+            "--ae-title",
+            config.ae_title,
+            "--max-pdu",
+            str(config.max_pdu),
+            *verbose,
+        ]
+        for title, (host, port) in config.known_aes:
+            worker += ["--known-ae", f"{title}={host}:{port}"]
+        if not config.fsync:
+            worker.append("--no-fsync")
+        if config.handlers_module:
+            worker += ["--handlers", config.handlers_module]
+        roles += [_Role(f"worker-{i}", worker) for i in range(config.workers)]
+        acceptor = [
+            python,
+            "-m",
+            "node.acceptor",
+            "--broker",
+            self.frontend,
+            "--port",
+            str(config.port),
+            "--bind",
+            config.bind,
+            "--ae-title",
+            config.ae_title,
+            "--max-associations",
+            str(config.max_associations),
+            "--max-pdu",
+            str(config.max_pdu),
+            *verbose,
+        ]
+        if config.acceptors > 1:
+            acceptor.append("--reuse-port")
+        roles += [_Role(f"acceptor-{i}", acceptor) for i in range(config.acceptors)]
+        return roles
+
+    def start(self) -> None:
+        os.makedirs(self.config.data_dir, exist_ok=True)
+        self.roles = self._commands()
+        for role in self.roles:
+            role.process = subprocess.Popen(role.command)
+
+    def stop(self, *_: Any) -> None:
+        self._stopping = True
+
+    def _terminate(self, prefix: str, grace: float) -> None:
+        chosen = [r for r in self.roles if r.name.startswith(prefix) and r.process is not None]
+        for role in chosen:
+            if role.process is not None and role.process.poll() is None:
+                role.process.terminate()
+        deadline = time.monotonic() + grace
+        for role in chosen:
+            assert role.process is not None  # noqa: S101 - filtered above
+            try:
+                role.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                role.process.kill()
+                role.process.wait()
+
+    def run(self) -> int:
+        """Supervise until stopped; returns the exit code."""
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        self.start()
+        while not self._stopping:
+            for role in self.roles:
+                process = role.process
+                if process is not None and process.poll() is not None and not self._stopping:
+                    role.restarts += 1
+                    log.warning(
+                        "%s exited with %s: restarting (restart %d)",
+                        role.name,
+                        process.returncode,
+                        role.restarts,
+                    )
+                    role.process = subprocess.Popen(role.command)
+            time.sleep(0.2)
+        self._terminate("acceptor", 30.0)
+        self._terminate("worker", 30.0)
+        self._terminate("broker", 5.0)
+        return 0

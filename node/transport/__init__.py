@@ -1,0 +1,1 @@
+# The asyncio transport around the sans-IO core (server side and shared connection).

@@ -1,0 +1,144 @@
+# `dicomnode worker` / `python -m workers`: run worker processes against a broker.
+#
+# Rules: configuration from the command line into typed config objects; logic lives in
+# workers.runtime. With --processes N the parent supervises N children (restarting any that
+# die) and forwards SIGTERM/SIGINT to them.
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from workers.handlers.common import Handlers
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+log = logging.getLogger("dicomnode.worker")
+
+_CALLBACKS = (
+    "on_c_echo",
+    "on_c_store",
+    "on_c_find",
+    "on_c_get",
+    "on_c_move",
+    "on_n_action",
+    "on_n_create",
+    "on_n_delete",
+    "on_n_event_report",
+    "on_n_get",
+    "on_n_set",
+)
+
+
+def _known_ae(text: str) -> tuple[str, tuple[str, int]]:
+    title, _, address = text.partition("=")
+    host, _, port = address.rpartition(":")
+    if not title or not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected AET=HOST:PORT, got {text!r}")
+    return title, (host, int(port))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dicomnode worker", description="dicomnode worker")
+    parser.add_argument("--broker", required=True, help="broker backend endpoint")
+    parser.add_argument("--data-dir", help="storage directory (built-in storage)")
+    parser.add_argument("--handlers", help="module with on_c_* callbacks / evt_handlers")
+    parser.add_argument("--threads", type=int, default=4, help="requests run at once")
+    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--ae-title", default="DICOMNODE")
+    parser.add_argument("--known-ae", type=_known_ae, action="append", default=[])
+    parser.add_argument("--max-pdu", type=int, default=16382)
+    parser.add_argument("--no-fsync", action="store_true")
+    parser.add_argument("--heartbeat-interval", type=float, default=1.0)
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    return parser
+
+
+def load_handlers(args: argparse.Namespace) -> Handlers:
+    """Built-in storage plus the user's callbacks from --handlers MODULE."""
+    handlers = Handlers(
+        known_aes=dict(args.known_ae),
+        local_ae_title=args.ae_title,
+        maximum_pdu_size=args.max_pdu,
+    )
+    if args.data_dir:
+        from workers.store.files import FileStore
+
+        handlers.file_store = FileStore(args.data_dir, fsync=not args.no_fsync)
+    if args.handlers:
+        module = importlib.import_module(args.handlers)
+        for name in _CALLBACKS:
+            if hasattr(module, name):
+                setattr(handlers, name, getattr(module, name))
+        for event, handler, *_ in getattr(module, "evt_handlers", ()):
+            handlers.events[event] = handler
+        handlers.known_aes.update(getattr(module, "known_aes", {}))
+    return handlers
+
+
+def _supervise(argv: Sequence[str], count: int) -> int:
+    child_args = list(argv)
+    if "--processes" in child_args:
+        index = child_args.index("--processes")
+        del child_args[index : index + 2]
+    command = [sys.executable, "-m", "workers", *child_args]
+    children = [subprocess.Popen(command) for _ in range(count)]
+    stopping = False
+
+    def stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while True:
+        for index, child in enumerate(children):
+            if child.poll() is not None and not stopping:
+                log.warning(
+                    "worker process %d exited (%s): restarting", child.pid, child.returncode
+                )
+                children[index] = subprocess.Popen(command)
+        if stopping and all(child.poll() is not None for child in children):
+            return 0
+        time.sleep(0.2)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(args_list)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+    )
+    if args.processes > 1:
+        return _supervise(args_list, args.processes)
+    from workers.runtime import Worker, WorkerConfig
+
+    try:
+        handlers = load_handlers(args)
+    except (ImportError, OSError) as error:
+        print(f"dicomnode worker: {error}", file=sys.stderr)
+        return 1
+    worker = Worker(
+        WorkerConfig(
+            broker=args.broker, threads=args.threads, heartbeat_interval=args.heartbeat_interval
+        ),
+        handlers,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    signal.signal(signal.SIGINT, lambda *_: worker.stop())
+    worker.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

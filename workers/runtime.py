@@ -1,0 +1,340 @@
+# The worker process: takes DIMSE requests from the broker and runs the service handlers.
+#
+# Rules: one ZeroMQ context per process; the DEALER socket to the broker is used only by the
+# main loop thread. Handlers run on a thread pool (as many threads as credits granted to the
+# broker); they talk back through a thread-local PUSH socket to an inproc PULL the main loop
+# forwards from, so no socket is shared between threads. Heartbeats both ways (Paranoid
+# Pirate): a silent broker makes the worker reconnect with a fresh socket and announce itself
+# again. Every request ends with one final reply (workers.service guarantees it) or an `error`.
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import zmq
+
+from broker import wire
+from node.dimse.commands import decode_command, encode_command
+from node.dispatch import AssociationInfo, ServiceRequest, StorageContext
+from workers.service import handle_request
+
+if TYPE_CHECKING:
+    from node.dimse.commands import DimseMessage
+    from workers.handlers.common import Handlers
+
+log = logging.getLogger("dicomnode.worker")
+
+SUBOPERATION_TIMEOUT = 120.0
+PROCESSING_FAILURE = 0x0110
+
+
+@dataclass
+class WorkerConfig:
+    """What a worker process needs (from `dicomnode worker` or `dicomnode serve`)."""
+
+    broker: str
+    threads: int = 4
+    heartbeat_interval: float = 1.0
+    heartbeat_liveness: int = 3
+    identity: str = field(
+        default_factory=lambda: f"w-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    )
+    curve: dict[str, bytes] | None = None
+
+
+class _Outbox:
+    """Thread-local PUSH sockets feeding the main loop's inproc PULL."""
+
+    def __init__(self, context: zmq.Context[Any], endpoint: str) -> None:
+        self.context = context
+        self.endpoint = endpoint
+        self.local = threading.local()
+        self.sockets: list[zmq.Socket[Any]] = []
+        self.lock = threading.Lock()
+
+    def send(self, frames: list[Any]) -> None:
+        sock = getattr(self.local, "socket", None)
+        if sock is None:
+            sock = self.context.socket(zmq.PUSH)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(self.endpoint)
+            self.local.socket = sock
+            with self.lock:
+                self.sockets.append(sock)
+        large = any(
+            isinstance(f, bytes | memoryview) and len(f) > wire.ZERO_COPY_THRESHOLD for f in frames
+        )
+        sock.send_multipart(frames, copy=not large)
+
+    def close(self) -> None:
+        with self.lock:
+            for sock in self.sockets:
+                sock.close(0)
+            self.sockets.clear()
+
+
+class WorkerChannel:
+    """The Channel of one request: replies, C-GET sub-operations, cancel."""
+
+    def __init__(self, worker: Worker, envelope: wire.Envelope, request: ServiceRequest) -> None:
+        self.worker = worker
+        self.envelope = envelope
+        self.request = request
+        self.cancelled = threading.Event()
+        self.finished = False
+
+    def respond(self, response: DimseMessage, dataset: bytes | None, final: bool) -> None:
+        envelope = self.envelope
+        header = wire.pack_envelope(
+            wire.REPLY,
+            acceptor=envelope["acceptor"],
+            assoc_id=envelope["assoc_id"],
+            msg_id=envelope["msg_id"],
+            final=final,
+            status=int(getattr(response, "status", 0)),
+        )
+        self.finished = self.finished or final
+        self.worker.outbox.send([b"", header, encode_command(response), dataset or b""])
+
+    def store(
+        self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, dataset: bytes
+    ) -> int:
+        sub_id, waiter = self.worker.new_suboperation()
+        envelope = self.envelope
+        header = wire.pack_envelope(
+            wire.SUBOPERATION,
+            acceptor=envelope["acceptor"],
+            assoc_id=envelope["assoc_id"],
+            msg_id=envelope["msg_id"],
+            sub_id=sub_id,
+            sop_class=sop_class_uid,
+            sop_instance=sop_instance_uid,
+            ts_uid=transfer_syntax,
+        )
+        self.worker.outbox.send([b"", header, b"", dataset])
+        try:
+            if not waiter.event.wait(SUBOPERATION_TIMEOUT):
+                log.warning("C-GET sub-operation %s timed out", sop_instance_uid)
+                return 0xA702
+            return waiter.status
+        finally:
+            self.worker.forget_suboperation(sub_id)
+
+    def is_cancelled(self) -> bool:
+        return self.cancelled.is_set()
+
+
+@dataclass
+class _Waiter:
+    event: threading.Event = field(default_factory=threading.Event)
+    status: int = 0xA702
+
+
+def request_from_envelope(envelope: wire.Envelope, command: bytes, dataset: Any) -> ServiceRequest:
+    """Rebuild the ServiceRequest the acceptor sent (PS3.7 command + opaque data set)."""
+    storage = tuple(
+        StorageContext(int(item[0]), str(item[1]), str(item[2]))
+        for item in envelope.get("storage_contexts") or ()
+    )
+    association = AssociationInfo(
+        assoc_id=int(envelope["assoc_id"]),
+        calling_ae_title=str(envelope["calling_aet"]),
+        called_ae_title=str(envelope["called_aet"]),
+        peer_address=str(envelope.get("peer_address", "")),
+        peer_port=int(envelope.get("peer_port", 0)),
+        local_ae_title=str(envelope["called_aet"]),
+        acceptor_id=str(envelope["acceptor"]),
+        storage_contexts=storage,
+        user_identity_type=envelope.get("user_identity_type"),
+        username=envelope.get("username"),
+    )
+    data = bytes(dataset) if dataset is not None and len(dataset) else None
+    return ServiceRequest(
+        association=association,
+        context_id=int(envelope["ctx_id"]),
+        abstract_syntax=str(envelope["sop_class"]),
+        transfer_syntax=str(envelope["ts_uid"]),
+        command=decode_command(command),
+        dataset=data,
+        deadline=envelope.get("deadline") or None,
+    )
+
+
+class Worker:
+    """One worker process's loop (run() blocks until stop() or a signal)."""
+
+    def __init__(self, config: WorkerConfig, handlers: Handlers) -> None:
+        self.config = config
+        self.handlers = handlers
+        self.context: zmq.Context[Any] = zmq.Context()
+        self.outbox_endpoint = f"inproc://outbox-{uuid.uuid4().hex}"
+        self.outbox = _Outbox(self.context, self.outbox_endpoint)
+        self.channels: dict[tuple[str, int, int], WorkerChannel] = {}
+        self._suboperation_ids = itertools.count(1)
+        self._waiters: dict[int, _Waiter] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.handled = 0
+        self.reconnects = 0
+
+    # --- sub-operation bookkeeping (called from handler threads) ----------------------------
+
+    def new_suboperation(self) -> tuple[int, _Waiter]:
+        with self._lock:
+            sub_id = next(self._suboperation_ids)
+            waiter = _Waiter()
+            self._waiters[sub_id] = waiter
+            return sub_id, waiter
+
+    def forget_suboperation(self, sub_id: int) -> None:
+        with self._lock:
+            self._waiters.pop(sub_id, None)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def _connect(self) -> zmq.Socket[Any]:
+        sock: zmq.Socket[Any] = self.context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.IDENTITY, self.config.identity.encode())
+        sock.setsockopt(zmq.LINGER, 0)
+        curve = self.config.curve
+        if curve:
+            sock.curve_secretkey = curve["secret"]
+            sock.curve_publickey = curve["public"]
+            sock.curve_serverkey = curve["server"]
+        sock.connect(self.config.broker)
+        sock.send_multipart([b"", wire.pack_envelope(wire.READY, credits=self.config.threads)])
+        return sock
+
+    def run(self) -> None:
+        config = self.config
+        inbox = self.context.socket(zmq.PULL)
+        inbox.bind(self.outbox_endpoint)
+        sock = self._connect()
+        pool = ThreadPoolExecutor(config.threads, thread_name_prefix="dicomnode-worker")
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(inbox, zmq.POLLIN)
+        interval = config.heartbeat_interval
+        last_heard = time.monotonic()
+        next_heartbeat = time.monotonic() + interval
+        log.info("worker %s connected to %s", config.identity, config.broker)
+        try:
+            while not self._stop.is_set():
+                events = dict(poller.poll(int(interval * 1000 / 2)))
+                now = time.monotonic()
+                if inbox in events:
+                    while True:
+                        try:
+                            frames = inbox.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        sock.send_multipart(frames, copy=False)
+                if sock in events:
+                    last_heard = now
+                    while True:
+                        try:
+                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        self._on_message(frames, pool)
+                if now >= next_heartbeat:
+                    sock.send_multipart([b"", wire.pack_envelope(wire.HEARTBEAT)])
+                    next_heartbeat = now + interval
+                if now - last_heard > interval * config.heartbeat_liveness:
+                    log.warning("broker silent for %.1f s: reconnecting", now - last_heard)
+                    poller.unregister(sock)
+                    sock.close(0)
+                    sock = self._connect()
+                    poller.register(sock, zmq.POLLIN)
+                    self.reconnects += 1
+                    last_heard = now
+        finally:
+            for channel in list(self.channels.values()):
+                channel.cancelled.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            sock.close(0)
+            inbox.close(0)
+            self.outbox.close()
+            self.context.term()
+
+    def _on_message(self, frames: list[zmq.Frame], pool: ThreadPoolExecutor) -> None:
+        try:
+            _routing, envelope, command, dataset = wire.split_frames([f.buffer for f in frames])
+        except wire.WireError as error:
+            log.warning("dropped an invalid message from the broker: %s", error)
+            return
+        kind = envelope["kind"]
+        if kind == wire.REQUEST:
+            self._start_request(envelope, command, dataset, pool)
+        elif kind == wire.CANCEL:
+            channel = self.channels.get(
+                (envelope["acceptor"], envelope["assoc_id"], envelope["msg_id"])
+            )
+            if channel is not None:
+                channel.cancelled.set()
+        elif kind == wire.SUBOPERATION_STATUS:
+            with self._lock:
+                waiter = self._waiters.get(int(envelope["sub_id"]))
+            if waiter is not None:
+                waiter.status = int(envelope["status"])
+                waiter.event.set()
+
+    def _start_request(
+        self, envelope: wire.Envelope, command: bytes, dataset: Any, pool: ThreadPoolExecutor
+    ) -> None:
+        key = (str(envelope["acceptor"]), int(envelope["assoc_id"]), int(envelope["msg_id"]))
+        try:
+            request = request_from_envelope(envelope, command, dataset)
+        except Exception as error:  # noqa: BLE001 - a bad request must not kill the worker
+            self.outbox.send(
+                [
+                    b"",
+                    wire.error_envelope(
+                        envelope,
+                        PROCESSING_FAILURE,
+                        type(error).__name__,
+                        str(error),
+                        traceback.format_exc(),
+                    ),
+                ]
+            )
+            return
+        channel = WorkerChannel(self, envelope, request)
+        self.channels[key] = channel
+        pool.submit(self._run_request, key, request, channel)
+
+    def _run_request(
+        self, key: tuple[str, int, int], request: ServiceRequest, channel: WorkerChannel
+    ) -> None:
+        try:
+            handle_request(request, channel, self.handlers)
+        except Exception as error:
+            log.exception("request %s failed", key)
+            if not channel.finished:
+                self.outbox.send(
+                    [
+                        b"",
+                        wire.error_envelope(
+                            channel.envelope,
+                            PROCESSING_FAILURE,
+                            type(error).__name__,
+                            str(error),
+                            traceback.format_exc(),
+                        ),
+                    ]
+                )
+        finally:
+            self.handled += 1
+            self.channels.pop(key, None)
