@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="worker processes (0 = handlers in the acceptor process)",
     )
+    serve.add_argument("--acceptors", type=int, default=1, help="acceptor processes")
+    serve.add_argument("--threads", type=int, default=4, help="handler threads per worker")
     serve.add_argument("--max-associations", type=int, default=64)
     serve.add_argument("--max-pdu", type=int, default=16382)
     serve.add_argument(
