@@ -27,7 +27,7 @@ from node.ul.pdu import (
     PDataTF,
     ReleaseRP,
     ReleaseRQ,
-    decode_pdata,
+    decode_pdata_from,
     decode_pdu,
     pdu_length,
 )
@@ -131,7 +131,9 @@ class UpperLayer:
         #: How long the ARTIM timer runs (PS3.8 9.1.5), in the caller's time unit.
         self.artim_timeout = artim_timeout
         self._next_state: Final = {name: a.next_state_for(role) for name, a in ACTIONS.items()}
-        self._buffer = bytearray()
+        # Received bytes not yet framed: the caller's own bytes object while nothing is left
+        # over (no copy), a bytearray once a partial PDU must be kept across reads.
+        self._buffer: bytes | bytearray = b""
         self._offset = 0  # bytes of _buffer already consumed
         self._output: list[bytes] = []
         self._deadline: float | None = None
@@ -167,10 +169,14 @@ class UpperLayer:
         if not data:
             self._eof = True
         elif not self._framing_lost:
-            if self._offset:
-                del self._buffer[: self._offset]
-                self._offset = 0
-            self._buffer += data
+            buffer = self._buffer
+            if self._offset >= len(buffer):
+                self._buffer = data  # nothing pending: frame the caller's bytes in place
+            else:
+                pending = bytearray(memoryview(buffer)[self._offset :])
+                pending += data
+                self._buffer = pending
+            self._offset = 0
 
     def next_event(self, *, now: float | None = None) -> Event:
         """Run the state machine on the next complete PDU and return what it indicates.
@@ -294,7 +300,7 @@ class UpperLayer:
         self.state = self._next_state[name]
         if self.state is Sta.STA1:
             self._ended = True
-            self._buffer.clear()
+            self._buffer = b""
             self._offset = 0
 
     def _take_pdu(self) -> PDU | RemoteProtocolError | None:
@@ -308,28 +314,26 @@ class UpperLayer:
         except RemoteProtocolError as exc:
             # The header is refused before its body is buffered; the stream cannot be framed.
             self._framing_lost = True
-            buffer.clear()
+            self._buffer = b""
             self._offset = 0
             return exc
         end = start + HEADER_LENGTH + length
         if end > len(buffer):
             return None
-        data = bytes(memoryview(buffer)[start:end])
-        if end == len(buffer):
-            buffer.clear()
-            self._offset = 0
-        else:
-            self._offset = end
+        self._offset = end
         try:
-            if data[0] == P_DATA_TF:
-                return decode_pdata(data)
-            return decode_pdu(data, self.maximum_pdata_length)
+            if buffer[start] == P_DATA_TF:
+                # Each fragment is copied once, straight out of the receive buffer.
+                return decode_pdata_from(memoryview(buffer), start, end)
+            return decode_pdu(bytes(memoryview(buffer)[start:end]), self.maximum_pdata_length)
         except RemoteProtocolError as exc:
             return exc
 
     def _received(self, item: PDU | RemoteProtocolError) -> Event | None:
         """Run a received PDU (or Evt19) through Table 9-10; None when it is ignored (AA-6)."""
         state = self.state
+        if state is Sta.STA6 and type(item) is PDataTF:
+            return item  # DT-2: P-DATA indication, stays in Sta6, ARTIM untouched
         if isinstance(item, RemoteProtocolError):
             return self._abort(TRANSITIONS[(Evt.EVT19, state)], str(item), item.reason)
         name = TRANSITIONS[(_RECEIVED_EVENTS[type(item)], state)]

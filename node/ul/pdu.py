@@ -276,27 +276,49 @@ def decode_pdu(data: bytes, maximum_pdata_length: int = 0) -> PDU:
 
 def decode_pdata(data: bytes) -> PDataTF:
     """Decode a complete P-DATA-TF PDU into its PDVs (PS3.8 9.3.5), checking every PDV length."""
+    return decode_pdata_from(memoryview(data), 0, len(data))
+
+
+_new = object.__new__
+_set_context_id = PresentationDataValueItem.__dict__["context_id"].__set__
+_set_is_command = PresentationDataValueItem.__dict__["is_command"].__set__
+_set_is_last = PresentationDataValueItem.__dict__["is_last"].__set__
+_set_data = PresentationDataValueItem.__dict__["data"].__set__
+_set_items = PDataTF.__dict__["items"].__set__
+
+
+def _pdv(context_id: int, control: int, data: bytes) -> PresentationDataValueItem:
+    """Build a (frozen) PDV without the dataclass __init__: this is per PDU on the hot path."""
+    item: PresentationDataValueItem = _new(PresentationDataValueItem)
+    _set_context_id(item, context_id)
+    _set_is_command(item, bool(control & 1))
+    _set_is_last(item, bool(control & 2))
+    _set_data(item, data)
+    return item
+
+
+def decode_pdata_from(view: memoryview, start: int, end: int) -> PDataTF:
+    """Decode the P-DATA-TF PDU at view[start:end] (header included), copying each PDV's
+    fragment once, straight out of `view` (PS3.8 9.3.5)."""
     items: list[PresentationDataValueItem] = []
-    offset = HEADER_LENGTH
-    size = len(data)
-    if offset == size:
+    offset = start + HEADER_LENGTH
+    if offset == end:
         raise RemoteProtocolError("P-DATA-TF without any presentation data value item")
-    while offset < size:
-        if offset + 6 > size:
+    unpack = PDV_HEADER.unpack_from
+    while offset < end:
+        if offset + 6 > end:
             raise RemoteProtocolError("P-DATA-TF: PDV item header truncated")
-        length, context_id, control = PDV_HEADER.unpack_from(data, offset)
+        length, context_id, control = unpack(view, offset)
         if length < 2:
             raise RemoteProtocolError(f"P-DATA-TF: PDV item length {length} is below 2")
-        end = offset + 4 + length
-        if end > size:
+        item_end = offset + 4 + length
+        if item_end > end:
             raise RemoteProtocolError(f"P-DATA-TF: PDV item length {length} runs past the PDU")
-        items.append(
-            PresentationDataValueItem(
-                context_id, bool(control & 1), bool(control & 2), data[offset + 6 : end]
-            )
-        )
-        offset = end
-    return PDataTF(tuple(items))
+        items.append(_pdv(context_id, control, bytes(view[offset + 6 : item_end])))
+        offset = item_end
+    pdata: PDataTF = _new(PDataTF)
+    _set_items(pdata, tuple(items))
+    return pdata
 
 
 def _decode_associate_fixed(body: memoryview) -> tuple[int, str, str]:
