@@ -412,14 +412,12 @@ class _FlatStore:
     """Writes retrieved objects as <SOPInstanceUID>.dcm into one folder (for `get`)."""
 
     def __init__(self, folder: Path) -> None:
-        from workers.store.files import FileStore
-
-        self.inner = FileStore(folder, fsync=False)
-        self.folder = folder
+        self.folder = folder  # no FileStore here: it would leave an empty objects/ folder
 
     def store(
         self, sop_class: str, sop_instance: str, syntax: str, data: bytes, source: str = ""
     ) -> Any:
+        from node.ae import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
         from workers.store.files import checked_uid, file_meta
 
         path = self.folder / (checked_uid(sop_instance, "SOP Instance UID") + ".dcm")
@@ -427,8 +425,8 @@ class _FlatStore:
             sop_class,
             sop_instance,
             syntax,
-            self.inner.implementation_class_uid,
-            self.inner.implementation_version_name,
+            IMPLEMENTATION_CLASS_UID,
+            IMPLEMENTATION_VERSION_NAME,
             source,
         )
         path.write_bytes(header + data)
@@ -505,19 +503,6 @@ def command_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def command_role(args: argparse.Namespace) -> int:
-    """`dicomnode broker|worker|acceptor ...`: hand the rest of the line to that role."""
-    module = {
-        "broker": "broker.__main__",
-        "worker": "workers.__main__",
-        "acceptor": "node.acceptor",
-    }[args.command]
-    import importlib
-
-    result: int = importlib.import_module(module).main(args.role_args)
-    return result
-
-
 COMMANDS = {
     "serve": command_serve,
     "echo": command_echo,
@@ -525,17 +510,26 @@ COMMANDS = {
     "find": command_find,
     "get": command_get,
     "move": command_move,
-    "broker": command_role,
-    "worker": command_role,
-    "acceptor": command_role,
+}
+
+
+ROLE_MODULES = {
+    "broker": "broker.__main__",
+    "worker": "workers.__main__",
+    "acceptor": "node.acceptor",
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] in ROLE_MODULES:
+        import importlib
+
+        role_main = importlib.import_module(ROLE_MODULES[arguments[0]]).main
+        result: int = role_main(arguments[1:])
+        return result
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command in ("broker", "worker", "acceptor"):
-        return command_role(args)
+    args = parser.parse_args(arguments)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
