@@ -141,6 +141,7 @@ class ApplicationEntity:
         self._server: AcceptorServer | None = None
         self._dispatcher: Any = None
         self._client_associations: list[Association] = []
+        self._cluster: Any = None
         self._stopped = threading.Event()
         self._lock = threading.Lock()
 
@@ -456,17 +457,16 @@ class ApplicationEntity:
         started on this host and the AE's callbacks run in them (they must be importable
         module-level functions).
         """
-        if workers:
-            raise ValueError(
-                "workers > 0 from the AE is not available yet; use `dicomnode serve "
-                "--workers N` (built-in services) or workers=0"
-            )
+        if workers < 0:
+            raise ValueError(f"workers must be >= 0, not {workers}")
         if not self._supported_contexts:
             raise ValueError("no supported presentation contexts: add_supported_context() first")
         if self._server is not None:
             raise RuntimeError("this AE is already listening")
         for item in evt_handlers:
             self.bind(item[0], item[1])
+        if workers and broker is None:
+            broker = self._start_local_cluster(workers)
         runner = self._runner_loop()
         self._stopped.clear()
         dispatcher: Any
@@ -514,6 +514,33 @@ class ApplicationEntity:
             except KeyboardInterrupt:
                 self.stop()
 
+    def _start_local_cluster(self, workers: int) -> str:
+        """Start a broker and `workers` worker processes running this AE's callbacks."""
+        from node.cluster import LocalCluster, importable_name
+
+        callbacks = {
+            name: importable_name(getattr(self, name), name)
+            for name in _SERVICE_CALLBACKS
+            if getattr(self, name) is not None
+        }
+        events = {
+            event.name: importable_name(handlers[-1], event.name)
+            for event, handlers in self._event_handlers.items()
+            if handlers and event.is_intervention and event in evt.DIMSE_EVENTS
+        }
+        store = self.file_store
+        cluster = LocalCluster(
+            workers,
+            callbacks=callbacks,
+            events=events,
+            data_dir=str(store.root) if store is not None else None,
+            ae_title=self._ae_title,
+            known_aes=self.known_aes,
+        )
+        cluster.start()
+        self._cluster = cluster
+        return cluster.frontend
+
     def stop(self) -> None:
         """Stop listening; release-or-abort open associations; stop the loop thread."""
         server, self._server = self._server, None
@@ -537,6 +564,9 @@ class ApplicationEntity:
             runner.run(shutdown(), 30)
             runner.stop()
             self._runner = None
+        cluster, self._cluster = self._cluster, None
+        if cluster is not None:
+            cluster.stop()
         self._stopped.set()
 
     quit = stop

@@ -166,3 +166,97 @@ class Cluster:
         self._terminate("worker", 30.0)
         self._terminate("broker", 5.0)
         return 0
+
+
+def importable_name(function: Any, what: str) -> str:
+    """MODULE:QUALNAME of `function`, checked to import back to the same object; ValueError
+    naming `what` when a worker process could not import it (lambda, closure, __main__)."""
+    module = getattr(function, "__module__", None)
+    qualname = getattr(function, "__qualname__", None)
+    problem = None
+    if not module or not qualname:
+        problem = "it has no module-level name"
+    elif "<" in qualname:
+        problem = f"{qualname!r} is a lambda or a nested function"
+    elif module == "__main__":
+        problem = "it is defined in the __main__ script, which workers cannot import"
+    else:
+        import importlib
+
+        try:
+            value: Any = importlib.import_module(module)
+            for part in qualname.split("."):
+                value = getattr(value, part)
+        except (ImportError, AttributeError) as error:
+            problem = f"importing {module}:{qualname} fails ({error})"
+        else:
+            if value is not function:
+                problem = f"{module}:{qualname} is a different object"
+    if problem is not None:
+        raise ValueError(
+            f"{what} {function!r} cannot run in a worker process: {problem}. Define it at module "
+            "level in an importable module, or start the AE with workers=0."
+        )
+    return f"{module}:{qualname}"
+
+
+class LocalCluster:
+    """A broker and N worker processes on this host, for `AE.start(workers=N)`."""
+
+    def __init__(
+        self,
+        workers: int,
+        *,
+        callbacks: dict[str, str],
+        events: dict[str, str],
+        data_dir: str | None,
+        ae_title: str,
+        known_aes: dict[str, tuple[str, int]],
+        threads: int = 4,
+    ) -> None:
+        self.runtime_dir = tempfile.mkdtemp(prefix="dicomnode-ae-")
+        self.frontend = f"ipc://{self.runtime_dir}/frontend"
+        self.backend = f"ipc://{self.runtime_dir}/backend"
+        python = sys.executable
+        worker = [
+            python,
+            "-m",
+            "workers",
+            "--broker",
+            self.backend,
+            "--threads",
+            str(threads),
+            "--ae-title",
+            ae_title,
+        ]
+        if data_dir:
+            worker += ["--data-dir", data_dir]
+        for name, target in callbacks.items():
+            worker += ["--callback", f"{name}={target}"]
+        for name, target in events.items():
+            worker += ["--event", f"{name}={target}"]
+        for title, (host, port) in known_aes.items():
+            worker += ["--known-ae", f"{title}={host}:{port}"]
+        self.commands = [
+            [python, "-m", "broker", "--frontend", self.frontend, "--backend", self.backend],
+            *([worker] * workers),
+        ]
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        path = os.pathsep.join(p for p in sys.path if p)
+        env["PYTHONPATH"] = path
+        self.processes = [subprocess.Popen(command, env=env) for command in self.commands]
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.terminate()
+        for process in reversed(self.processes):
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes = []

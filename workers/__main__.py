@@ -49,6 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--broker", required=True, help="broker backend endpoint")
     parser.add_argument("--data-dir", help="storage directory (built-in storage)")
     parser.add_argument("--handlers", help="module with on_c_* callbacks / evt_handlers")
+    parser.add_argument(
+        "--callback",
+        action="append",
+        default=[],
+        metavar="NAME=MODULE:QUALNAME",
+        help="one service callback, e.g. on_c_store=mypkg.handlers:store",
+    )
+    parser.add_argument(
+        "--event",
+        action="append",
+        default=[],
+        metavar="EVT_NAME=MODULE:QUALNAME",
+        help="one event handler, e.g. EVT_C_STORE=mypkg.handlers:handle_store",
+    )
     parser.add_argument("--threads", type=int, default=4, help="requests run at once")
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--ae-title", default="DICOMNODE")
@@ -71,6 +85,11 @@ def load_handlers(args: argparse.Namespace) -> Handlers:
         from workers.store.files import FileStore
 
         handlers.file_store = FileStore(args.data_dir, fsync=not args.no_fsync)
+        from workers.store.index import Index
+
+        handlers.index = Index.open(
+            args.data_dir, synchronous="NORMAL" if args.no_fsync else "FULL"
+        )
     if args.handlers:
         module = importlib.import_module(args.handlers)
         for name in _CALLBACKS:
@@ -79,7 +98,31 @@ def load_handlers(args: argparse.Namespace) -> Handlers:
         for event, handler, *_ in getattr(module, "evt_handlers", ()):
             handlers.events[event] = handler
         handlers.known_aes.update(getattr(module, "known_aes", {}))
+    for spec in args.callback:
+        name, _, target = spec.partition("=")
+        if name not in _CALLBACKS:
+            raise ImportError(f"--callback {spec!r}: {name!r} is not a service callback")
+        setattr(handlers, name, resolve(target))
+    for spec in args.event:
+        from node import evt
+
+        name, _, target = spec.partition("=")
+        event = getattr(evt, name, None)
+        if not isinstance(event, evt.EventType):
+            raise ImportError(f"--event {spec!r}: no event named {name!r}")
+        handlers.events[event] = resolve(target)
     return handlers
+
+
+def resolve(target: str) -> Any:
+    """Import MODULE:QUALNAME (a module-level function or a nested attribute)."""
+    module_name, _, qualname = target.partition(":")
+    if not module_name or not qualname:
+        raise ImportError(f"{target!r} is not MODULE:QUALNAME")
+    value: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        value = getattr(value, part)
+    return value
 
 
 def _supervise(argv: Sequence[str], count: int) -> int:
@@ -125,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         handlers = load_handlers(args)
-    except (ImportError, OSError) as error:
+    except (ImportError, AttributeError, OSError) as error:
         print(f"dicomnode worker: {error}", file=sys.stderr)
         return 1
     worker = Worker(
