@@ -39,6 +39,9 @@ def build_server_ae(
     ae = AE(ae_title=ae_title, port=port, bind_addr=bind)
     ae.maximum_associations = maximum_associations
     ae.maximum_pdu_size = maximum_pdu
+    # Asynchronous operations (PS3.7 D.3.3.3): up to 16 requests of one association in flight,
+    # served by several workers at once.
+    ae.maximum_operations_performed = 16
     ae.add_supported_context(VERIFICATION)
     for uid in ALL_STORAGE_SOP_CLASSES:
         ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)

@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes (0 = handlers in the acceptor process)",
     )
     serve.add_argument("--acceptors", type=int, default=1, help="acceptor processes")
+    serve.add_argument("--handlers", help="module with on_c_* callbacks run by the workers")
+    serve.add_argument(
+        "--runtime-dir", help="folder for the ipc:// endpoints (default: a temp dir)"
+    )
     serve.add_argument("--threads", type=int, default=4, help="handler threads per worker")
     serve.add_argument("--max-associations", type=int, default=64)
     serve.add_argument("--max-pdu", type=int, default=16382)
@@ -148,6 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(move)
     _query_keys(move)
     move.add_argument("--dest", required=True, help="move destination AE title")
+
+    index = commands.add_parser("index", help="maintain the Query/Retrieve index")
+    index_actions = index.add_subparsers(dest="index_action", required=True)
+    rebuild = index_actions.add_parser(
+        "rebuild", help="re-index every file under DATA_DIR/objects into DATA_DIR/index.sqlite"
+    )
+    rebuild.add_argument("data_dir", metavar="DATA_DIR", help="the node's data directory")
+    rebuild.add_argument("-v", "--verbose", action="count", default=0)
 
     for role in ("broker", "worker", "acceptor"):
         sub = commands.add_parser(
@@ -483,11 +495,13 @@ def command_serve(args: argparse.Namespace) -> int:
                 known_aes=list(args.known_ae),
                 fsync=not args.no_fsync,
                 verbose=args.verbose,
+                handlers_module=args.handlers,
+                runtime_dir=args.runtime_dir,
             )
         )
         return cluster.run()
     from node.acceptor import build_server_ae
-    from workers.store.files import FileStore
+    from workers.store.index import IndexedFileStore
 
     ae = build_server_ae(
         args.ae_title,
@@ -497,13 +511,33 @@ def command_serve(args: argparse.Namespace) -> int:
         maximum_pdu=args.max_pdu,
     )
     ae.known_aes = dict(args.known_ae)
-    ae.file_store = FileStore(args.data_dir, fsync=not args.no_fsync)
+    ae.file_store = IndexedFileStore(args.data_dir, fsync=not args.no_fsync)
     signal.signal(signal.SIGTERM, lambda *_: ae.stop())
     ae.start(block=True)
     return 0
 
 
+def command_index(args: argparse.Namespace) -> int:
+    """`dicomnode index rebuild DATA_DIR`: the index again from the stored files."""
+    from workers.store.index import Index
+
+    data_dir = Path(args.data_dir)
+    if not (data_dir / "objects").is_dir():
+        raise CommandError(f"{data_dir} has no objects/ folder: not a data directory")
+    start = time.monotonic()
+    with Index.open(data_dir) as index:
+        report = index.rebuild()
+        counts = index.counts()
+    print(
+        f"indexed {report.indexed} files in {time.monotonic() - start:.2f} s "
+        f"({report.unreadable} unreadable, {report.removed} rows of missing files removed): "
+        + ", ".join(f"{count} {table}" for table, count in counts.items())
+    )
+    return EXIT_FAILURE if report.unreadable else 0
+
+
 COMMANDS = {
+    "index": command_index,
     "serve": command_serve,
     "echo": command_echo,
     "store": command_store,

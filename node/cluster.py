@@ -51,6 +51,7 @@ class Cluster:
     def __init__(self, config: ClusterConfig) -> None:
         self.config = config
         self.runtime_dir = config.runtime_dir or tempfile.mkdtemp(prefix="dicomnode-")
+        os.makedirs(self.runtime_dir, exist_ok=True)
         self.frontend = f"ipc://{self.runtime_dir}/frontend"
         self.backend = f"ipc://{self.runtime_dir}/backend"
         self.roles: list[_Role] = []

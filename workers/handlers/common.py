@@ -49,6 +49,9 @@ class Handlers:
     maximum_pdu_size: int = 16382
     #: The built-in storage (a workers.store.files.FileStore) used when no C-STORE callback.
     file_store: Any = None
+    #: The index (a workers.store.index.Index) of the built-in storage: stored objects are
+    #: indexed, and C-FIND/C-GET/C-MOVE without a callback are answered from it.
+    index: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +136,10 @@ def info_of(request: ServiceRequest) -> dict[str, Any]:
             "address": association.peer_address,
             "port": association.peer_port,
         },
-        "acceptor": {"ae_title": association.called_ae_title.encode()},
+        "acceptor": {
+            "ae_title": association.called_ae_title.encode(),
+            "acceptor_id": association.acceptor_id,
+        },
         "parameters": {
             "message_id": request.message_id,
             "priority": getattr(command, "priority", 0),

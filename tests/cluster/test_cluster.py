@@ -1,0 +1,441 @@
+# The cluster with real processes: `dicomnode serve --workers N` (broker, workers, acceptors)
+# driven by the DCMTK tools and our SCU. Issue 5's proof.
+#
+# Rules: every server is a subprocess whose output goes to a log file in tmp_path and which is
+# stopped in teardown; waits are bounded polls on observable state (files, ports, echo), never
+# fixed sleeps.
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from pydicom.dataset import Dataset
+
+from node import AE
+from node.ul.items import AsynchronousOperationsWindowSubItem
+from tests.synthetic import (
+    CT_IMAGE_STORAGE,
+    PATIENT_ROOT_FIND,
+    VERIFICATION,
+    free_port,
+    make_datasets,
+    run_tool,
+    running,
+    tool_env,
+    write_datasets,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+pytestmark = [pytest.mark.cluster, pytest.mark.interop]
+
+STORAGE_COMMITMENT_PUSH = "1.2.840.10008.1.20.1"
+
+
+def poll(condition: Callable[[], Any], limit: float, what: str, step: float = 0.1) -> Any:
+    """Evaluate `condition` until it is truthy (returned) or `limit` seconds pass (fail).
+
+    The conditions look at other processes (files, ports, /proc), which offer nothing to wait
+    on; the pause between looks is bounded and the outcome never depends on its length.
+    """
+    deadline = time.monotonic() + limit
+    pause = threading.Event()
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {limit} s waiting for {what}")
+        pause.wait(step)
+
+
+@dataclass
+class Serve:
+    process: subprocess.Popen[bytes]
+    port: int
+    data_dir: Path
+    runtime_dir: Path
+    served_dir: Path
+    log: Path
+
+    def pids(self, module: str) -> list[int]:
+        """PIDs of this cluster's role processes running `python -m module`."""
+        found = []
+        marker = str(self.runtime_dir).encode()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                parts = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if module.encode() in parts and any(marker in part for part in parts):
+                found.append(int(entry.name))
+        return sorted(found)
+
+    def echo_ok(self) -> bool:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "node.cli",
+                "echo",
+                "127.0.0.1",
+                str(self.port),
+                "--acse-timeout",
+                "5",
+                "--dimse-timeout",
+                "5",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        return result.returncode == 0
+
+    def served(self) -> list[dict[str, Any]]:
+        lines = []
+        for path in self.served_dir.glob("served-*.jsonl"):
+            lines += [json.loads(line) for line in path.read_text().splitlines() if line]
+        return lines
+
+    def stored_files(self) -> dict[str, Path]:
+        return {p.stem: p for p in (self.data_dir / "objects").rglob("*.dcm")}
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., Serve]]:
+    started: list[Serve] = []
+
+    def start(
+        workers: int = 2, acceptors: int = 1, *extra: str, env: dict[str, str] | None = None
+    ) -> Serve:
+        port = free_port()
+        index = len(started)
+        data_dir = tmp_path / f"data{index}"
+        runtime_dir = tmp_path / f"rt{index}"
+        served_dir = tmp_path / f"served{index}"
+        served_dir.mkdir()
+        log = tmp_path / f"serve{index}.log"
+        environment = dict(os.environ)
+        environment["DICOMNODE_TEST_DIR"] = str(served_dir)
+        environment["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+        environment.update(env or {})
+        command = [
+            sys.executable,
+            "-m",
+            "node.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--data-dir",
+            str(data_dir),
+            "--workers",
+            str(workers),
+            "--acceptors",
+            str(acceptors),
+            "--runtime-dir",
+            str(runtime_dir),
+            *extra,
+        ]
+        with log.open("wb") as handle:
+            process = subprocess.Popen(
+                command, stdout=handle, stderr=subprocess.STDOUT, env=environment
+            )
+        cluster = Serve(process, port, data_dir, runtime_dir, served_dir, log)
+        started.append(cluster)
+        poll(cluster.echo_ok, 60, "the cluster to answer C-ECHO")
+        poll(lambda: len(cluster.pids("workers")) >= workers, 30, "worker processes")
+        return cluster
+
+    yield start
+    for cluster in started:
+        if cluster.process.poll() is None:
+            cluster.process.send_signal(signal.SIGTERM)
+            try:
+                assert cluster.process.wait(60) == 0
+            finally:
+                if cluster.process.poll() is None:
+                    cluster.process.kill()
+                    cluster.process.wait()
+
+
+def storescu_stored(output: str) -> set[str]:
+    """Files DCMTK storescu -v reports as stored (a Success response to that file)."""
+    stored: set[str] = set()
+    current = None
+    for line in output.splitlines():
+        sending = re.search(r"Sending file: (\S+)", line)
+        if sending:
+            current = sending.group(1)
+        elif "Received Store Response (Success" in line and current:
+            stored.add(Path(current).stem)
+    return stored
+
+
+def test_storescu_500_files_all_durable_on_disk(serve: Callable[..., Serve], tmp_path: Path):
+    cluster = serve(workers=2)
+    datasets = make_datasets(patients=5, studies=2, series=5, instances=10)
+    assert len(datasets) == 500
+    folder = tmp_path / "in"
+    paths = write_datasets(datasets, folder)
+    result = run_tool(["storescu", "-v", "127.0.0.1", cluster.port, "+sd", folder], timeout=240)
+    assert result.returncode == 0, result.output[-2000:]
+    stored = storescu_stored(result.output)
+    assert len(stored) == 500
+    on_disk = cluster.stored_files()
+    assert stored <= on_disk.keys()
+    for path in paths[::50]:  # the data set bytes are kept exactly as sent
+        original = path.read_bytes()
+        copy = on_disk[path.stem].read_bytes()
+        assert copy[-len(datasets[0].PixelData) :] == original[-len(datasets[0].PixelData) :]
+
+
+def test_worker_killed_mid_run_loses_nothing_acknowledged(
+    serve: Callable[..., Serve], tmp_path: Path
+):
+    cluster = serve(workers=2)
+    folder = tmp_path / "in"
+    write_datasets(make_datasets(patients=5, studies=2, series=5, instances=10, size=64), folder)
+    log = tmp_path / "storescu.log"
+    with log.open("w") as handle:
+        storescu = subprocess.Popen(
+            ["storescu", "-v", "127.0.0.1", str(cluster.port), "+sd", str(folder)],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=tool_env(),
+        )
+    try:
+        poll(lambda: len(cluster.stored_files()) >= 50, 60, "the first 50 objects")
+        victim = cluster.pids("workers")[0]
+        os.kill(victim, signal.SIGKILL)
+        assert storescu.wait(240) is not None  # storescu finishes: no hang
+    finally:
+        if storescu.poll() is None:
+            storescu.kill()
+    output = log.read_text()
+    stored = storescu_stored(output)
+    on_disk = cluster.stored_files()
+    assert stored <= on_disk.keys()  # zero files acknowledged but missing
+    assert len(stored) >= 50
+    failures = 500 - len(stored)
+    assert failures == 0 or "Store Response (" in output  # failures arrive as statuses
+    poll(
+        lambda: victim not in cluster.pids("workers") and len(cluster.pids("workers")) == 2,
+        30,
+        "the supervisor to replace the killed worker",
+    )
+
+
+def test_broker_restart_recovers_without_restarting_roles(serve: Callable[..., Serve]):
+    cluster = serve(workers=2)
+    acceptors = cluster.pids("node.acceptor")
+    workers = cluster.pids("workers")
+    (broker,) = cluster.pids("broker")
+    os.kill(broker, signal.SIGKILL)
+    poll(lambda: cluster.pids("broker") not in ([], [broker]), 30, "a new broker process")
+    poll(cluster.echo_ok, 60, "C-ECHO through the restarted broker")
+    assert cluster.pids("node.acceptor") == acceptors
+    assert cluster.pids("workers") == workers
+
+
+@pytest.fixture
+def qr_archive(tmp_path: Path) -> tuple[Path, list[Dataset]]:
+    datasets = make_datasets(patients=2, studies=1, series=1, instances=3)
+    folder = tmp_path / "archive"
+    write_datasets(datasets, folder)
+    return folder, datasets
+
+
+def test_find_get_move_cancel_and_n_action_across_processes(
+    serve: Callable[..., Serve], tmp_path: Path, qr_archive: tuple[Path, list[Dataset]]
+):
+    folder, _datasets = qr_archive
+    destination_port = free_port()
+    destination_dir = tmp_path / "moved"
+    destination_dir.mkdir()
+    cluster = serve(
+        2,
+        1,
+        "--handlers",
+        "tests.cluster.handlers",
+        "--known-ae",
+        f"STORESCP=127.0.0.1:{destination_port}",
+        env={"DICOMNODE_TEST_ARCHIVE": str(folder)},
+    )
+    find = run_tool(
+        [
+            "findscu",
+            "-v",
+            "-P",
+            "-k",
+            "QueryRetrieveLevel=PATIENT",
+            "-k",
+            "PatientID=PID001",
+            "127.0.0.1",
+            cluster.port,
+        ]
+    )
+    assert find.returncode == 0, find.output
+    assert find.output.count("Find Response") == 4  # 3 pending + final
+    cancelled = run_tool(
+        [
+            "findscu",
+            "-v",
+            "-P",
+            "--cancel",
+            "1",
+            "-k",
+            "QueryRetrieveLevel=PATIENT",
+            "-k",
+            "PatientID=*",
+            "127.0.0.1",
+            cluster.port,
+        ]
+    )
+    assert cancelled.returncode == 0, cancelled.output
+    assert "Cancel" in cancelled.output
+    out = tmp_path / "got"
+    out.mkdir()
+    get = run_tool(
+        [
+            "getscu",
+            "-P",
+            "-k",
+            "QueryRetrieveLevel=PATIENT",
+            "-k",
+            "PatientID=PID002",
+            "-od",
+            out,
+            "127.0.0.1",
+            cluster.port,
+        ]
+    )
+    assert get.returncode == 0, get.output
+    assert len(list(out.iterdir())) == 3
+    with running(
+        ["storescp", "-aet", "STORESCP", "-od", destination_dir, destination_port], destination_port
+    ):
+        move = run_tool(
+            [
+                "movescu",
+                "-P",
+                "-aem",
+                "STORESCP",
+                "-k",
+                "QueryRetrieveLevel=PATIENT",
+                "-k",
+                "PatientID=PID001",
+                "127.0.0.1",
+                cluster.port,
+            ]
+        )
+        assert move.returncode == 0, move.output
+        poll(lambda: len(list(destination_dir.iterdir())) == 3, 30, "moved files")
+    ae = AE(ae_title=b"ACTIONSCU")
+    ae.add_requested_context(STORAGE_COMMITMENT_PUSH)
+    try:
+        association = ae.associate("127.0.0.1", cluster.port)
+        assert association.is_established
+        request = Dataset()
+        request.TransactionUID = "1.2.826.0.1.3680043.8.498.77.99"
+        status, reply = association.send_n_action(
+            request, 1, STORAGE_COMMITMENT_PUSH, "1.2.840.10008.1.20.1.1"
+        )
+        assert status.Status == 0
+        assert reply is not None
+        assert reply.TransactionUID == request.TransactionUID
+        association.release()
+    finally:
+        ae.stop()
+    kinds = {entry["kind"] for entry in cluster.served()}
+    assert {"find", "get", "move", "action"} <= kinds
+    assert {entry["pid"] for entry in cluster.served()} <= set(cluster.pids("workers"))
+
+
+def test_two_acceptors_two_workers_eight_associations(serve: Callable[..., Serve], tmp_path: Path):
+    cluster = serve(2, 2, "--handlers", "tests.cluster.handlers")
+    folders = []
+    for client in range(8):
+        folder = tmp_path / f"client{client}"
+        write_datasets(make_datasets(patients=1, studies=1, series=1, instances=10)[:10], folder)
+        # distinct SOP instances per client
+        for path in folder.iterdir():
+            path.rename(folder / f"{client}-{path.name}")
+        folders.append(folder)
+    clients = [
+        subprocess.Popen(
+            ["storescu", "127.0.0.1", str(cluster.port), "+sd", str(folder)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=tool_env(),
+        )
+        for folder in folders
+    ]
+    try:
+        codes = [client.wait(120) for client in clients]
+    finally:
+        for client in clients:
+            if client.poll() is None:
+                client.kill()
+    assert codes == [0] * 8
+    stores = [entry for entry in cluster.served() if entry["kind"] == "store"]
+    assert len(stores) == 80
+    per_worker: dict[int, int] = {}
+    for entry in stores:
+        per_worker[entry["pid"]] = per_worker.get(entry["pid"], 0) + 1
+    assert len(per_worker) == 2, per_worker  # both workers did work
+    assert min(per_worker.values()) >= 10, per_worker
+
+
+def test_async_window_spreads_one_association_over_workers(serve: Callable[..., Serve]):
+    cluster = serve(
+        2, 1, "--handlers", "tests.cluster.handlers", env={"DICOMNODE_TEST_ECHO_DELAY": "0.5"}
+    )
+    readiness_echoes = len([e for e in cluster.served() if e["kind"] == "echo"])
+    ae = AE(ae_title=b"ASYNCSCU")
+    ae.add_requested_context(VERIFICATION)
+    ae.add_requested_context(CT_IMAGE_STORAGE)
+    ae.add_requested_context(PATIENT_ROOT_FIND)
+
+    async def main() -> list[int]:
+        association = await ae.associate_async(
+            "127.0.0.1", cluster.port, ext_neg=[AsynchronousOperationsWindowSubItem(4, 4)]
+        )
+        assert association.is_established
+        assert association.acceptance.operations_invoked == 4
+        statuses = await asyncio.gather(*(association.send_c_echo() for _ in range(4)))
+        await association.release()
+        return [int(status.Status) for status in statuses]
+
+    try:
+        assert asyncio.run(main()) == [0, 0, 0, 0]
+    finally:
+        ae.stop()
+    echoes = sorted(
+        (entry for entry in cluster.served() if entry["kind"] == "echo"),
+        key=lambda entry: entry["start"],
+    )[readiness_echoes:]
+    assert len(echoes) == 4
+    assert len({entry["pid"] for entry in echoes}) == 2  # served by both workers
+    overlapping = any(
+        a["pid"] != b["pid"] and a["start"] < b["end"] and b["start"] < a["end"]
+        for a in echoes
+        for b in echoes
+    )
+    assert overlapping  # at the same time, not one after the other
