@@ -371,12 +371,10 @@ def test_find_get_move_cancel_and_n_action_across_processes(
 def test_two_acceptors_two_workers_eight_associations(serve: Callable[..., Serve], tmp_path: Path):
     cluster = serve(2, 2, "--handlers", "tests.cluster.handlers")
     folders = []
-    for client in range(8):
-        folder = tmp_path / f"client{client}"
-        write_datasets(make_datasets(patients=1, studies=1, series=1, instances=10)[:10], folder)
-        # distinct SOP instances per client
-        for path in folder.iterdir():
-            path.rename(folder / f"{client}-{path.name}")
+    for number in range(8):
+        folder = tmp_path / f"client{number}"
+        # the same 10 objects per client: the test handler counts, it does not store
+        write_datasets(make_datasets(patients=1, studies=1, series=1, instances=10), folder)
         folders.append(folder)
     clients = [
         subprocess.Popen(
