@@ -75,6 +75,8 @@ class ClientConnection(Connection):
         self.info: AssociationInfo | None = None
         self.aborted_reason: str | None = None
         self.in_flight: dict[int, ServiceRequest] = {}
+        #: The association object using this connection (told when the peer ends it).
+        self.owner: AssociationBase | None = None
         self.upper_layer.send(request)  # Evt1 before the transport connects (AE-1)
 
     def on_pdu(self, pdu: PDU) -> None:
@@ -101,10 +103,14 @@ class ClientConnection(Connection):
             self.loop.create_task(self.dispatcher.close())
 
     def _fail_all(self, error: BaseException) -> None:
-        if not self.response.done():
-            self.response.set_exception(error)
-        if not self.released.done():
-            self.released.set_exception(error)
+        owner = self.owner
+        if owner is not None and owner.is_established:  # ended by the peer or the network
+            owner.is_established = False
+            owner.is_aborted = True
+        for future in (self.response, self.released):
+            if not future.done():
+                future.set_exception(error)
+                future.exception()  # retrieved: nobody may be waiting for it any more
         for pending in self.pending.values():
             pending.queue.put_nowait(error)
 
@@ -131,19 +137,6 @@ class ClientConnection(Connection):
                 self._refuse(context_id, command)
                 return
             self.dispatcher = ThreadDispatcher(self.settings.handlers, threads=2)
-            self.loop.create_task(self._start_and_submit(context_id, context, command, dataset))
-            return
-        self._submit(context_id, context, command, dataset)
-
-    async def _start_and_submit(
-        self,
-        context_id: int,
-        context: NegotiatedContext,
-        command: DimseMessage,
-        dataset: bytes | None,
-    ) -> None:
-        assert self.dispatcher is not None  # noqa: S101
-        await self.dispatcher.start()
         self._submit(context_id, context, command, dataset)
 
     def _submit(
@@ -207,6 +200,8 @@ class AssociationBase:
 
     def __init__(self, connection: ClientConnection | None, local_ae_title: str) -> None:
         self._connection = connection
+        if connection is not None:
+            connection.owner = self
         self.local_ae_title = local_ae_title
         self.is_established = False
         self.is_rejected = False

@@ -76,12 +76,20 @@ class ThreadDispatcher:
         self._channels: dict[tuple[int, int], _ThreadChannel] = {}
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="dicomnode-handler")
+        self._start_here()
+
+    def _start_here(self) -> None:
+        """Bind to the running loop and create the pool (idempotent; loop thread only)."""
+        if self._executor is None:
+            self._loop = asyncio.get_running_loop()
+            self._executor = ThreadPoolExecutor(
+                self.threads, thread_name_prefix="dicomnode-handler"
+            )
 
     def submit(self, request: ServiceRequest, sink: ReplySink) -> None:
+        self._start_here()
         if self._loop is None or self._executor is None:
-            raise RuntimeError("ThreadDispatcher.submit() before start()")
+            raise RuntimeError("ThreadDispatcher has no event loop")
         channel = _ThreadChannel(self._loop, request, sink, self.suboperation_timeout)
         key = (request.association.assoc_id, request.message_id)
         self._channels[key] = channel

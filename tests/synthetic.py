@@ -11,14 +11,14 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
+    from pathlib import Path
 
 ROOT = "1.2.826.0.1.3680043.8.498.77"
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -48,10 +48,10 @@ def make_dataset(
     series_uid = f"{study_uid}.{series}"
     sop_uid = f"{series_uid}.{instance}"
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = f"{ROOT}.0"
+    meta.ImplementationClassUID = UID(f"{ROOT}.0")
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID = sop_class
@@ -77,8 +77,9 @@ def make_dataset(
     ds.BitsStored = 12
     ds.HighBit = 11
     ds.PixelRepresentation = 0
-    ds.PixelData = bytes((patient * 31 + study * 7 + series * 3 + instance + i) % 251 for i in
-                         range(size * size * 2))
+    ds.PixelData = bytes(
+        (patient * 31 + study * 7 + series * 3 + instance + i) % 251 for i in range(size * size * 2)
+    )
     return ds
 
 
@@ -130,7 +131,7 @@ class ToolResult:
         return self.stdout + self.stderr
 
 
-def run_tool(args: Sequence[str | os.PathLike[str]], timeout: float = TOOL_TIMEOUT) -> ToolResult:
+def run_tool(args: Sequence[object], timeout: float = TOOL_TIMEOUT) -> ToolResult:
     """Run a DCMTK command line tool to completion (killed after `timeout`)."""
     completed = subprocess.run(
         [str(a) for a in args],
@@ -160,9 +161,9 @@ def wait_for_port(process: subprocess.Popen[bytes], port: int, limit: float = 15
 
 
 @contextlib.contextmanager
-def running(args: Sequence[str | os.PathLike[str]], port: int, **kwargs: object) -> Iterator[
-    subprocess.Popen[bytes]
-]:
+def running(
+    args: Sequence[object], port: int, **kwargs: object
+) -> Iterator[subprocess.Popen[bytes]]:
     """Start a server process, wait for its port, always kill it on exit."""
     process = subprocess.Popen(  # type: ignore[call-overload]
         [str(a) for a in args],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -135,6 +136,8 @@ class ServerAssociation(Connection):
         self.request: AssociateRQ | None = None
         self.contexts: dict[int, tuple[str, str]] = {}
         self.in_flight: dict[int, ServiceRequest] = {}
+        #: Requests past the window (the peer broke PS3.7 D.3.3.3): run when a slot frees.
+        self.queued: deque[ServiceRequest] = deque()
         self.window = 1
         self._release_pending = False
         self._suboperation_ids = itertools.count(1)
@@ -150,7 +153,7 @@ class ServerAssociation(Connection):
         if isinstance(pdu, AssociateRQ):
             self._negotiate(pdu)
         elif isinstance(pdu, ReleaseRQ):
-            if self.in_flight:
+            if self.in_flight or self.queued:
                 self._release_pending = True
                 self.pause_reading()
             else:
@@ -236,13 +239,14 @@ class ServerAssociation(Connection):
         for message_id in list(self.in_flight):
             dispatcher.cancel(self.assoc_id, message_id)
         self.in_flight.clear()
+        self.queued.clear()
         for future in self._suboperations.values():
             if not future.done():
                 future.set_exception(ConnectionError(f"association closed: {reason}"))
         self._suboperations.clear()
 
     def is_busy(self) -> bool:
-        return bool(self.in_flight)
+        return bool(self.in_flight or self.queued)
 
     # --- DIMSE ------------------------------------------------------------------------------
 
@@ -268,9 +272,17 @@ class ServerAssociation(Connection):
             dataset=dataset,
             deadline=loop_time + timeout if timeout else None,
         )
-        self.in_flight[request.message_id] = request
         if len(self.in_flight) >= self.window:
+            # Keep reading while requests are in flight (C-CANCEL-RQ and the C-STORE-RSPs of
+            # C-GET sub-operations must get through); only a peer that exceeds the window is
+            # held back: its request waits and reading pauses until a slot frees.
+            self.queued.append(request)
             self.pause_reading()
+            return
+        self._submit(request)
+
+    def _submit(self, request: ServiceRequest) -> None:
+        self.in_flight[request.message_id] = request
         self.settings.dispatcher.submit(request, self)
 
     def provider_abort_unknown_context(self, context_id: int) -> None:
@@ -308,12 +320,14 @@ class ServerAssociation(Connection):
         self.send_message(request.context_id, response, dataset)
         if final:
             del self.in_flight[request.message_id]
-            if len(self.in_flight) < self.window:
-                if self._release_pending and not self.in_flight:
+            while self.queued and len(self.in_flight) < self.window:
+                self._submit(self.queued.popleft())
+            if self._release_pending:
+                if not self.in_flight:
                     self._release_pending = False
                     self._release()
-                else:
-                    self.resume_reading()
+            elif not self.queued:
+                self.resume_reading()
 
     async def store_suboperation(
         self,

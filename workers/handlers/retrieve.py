@@ -8,6 +8,7 @@
 # Failed SOP Instance UID List), 0xFE00 on cancel, 0xA702/0xA801/0xC5xx for the failure cases.
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -170,12 +171,8 @@ def _finish(
     identifier = counts.failed_identifier(request.transfer_syntax)
     response = _response(request, result, counts, final=True)
     if identifier is not None:
-        response = type(response)(**{**_fields(response), "has_dataset": True})
+        response = dataclasses.replace(response, has_dataset=True)
     channel.respond(response, identifier, True)
-
-
-def _fields(response: Any) -> dict[str, Any]:
-    return {name: getattr(response, name) for name in response.__dataclass_fields__}
 
 
 def _get_store(request: ServiceRequest, channel: Channel) -> Callable[[Dataset], tuple[int, str]]:
