@@ -111,6 +111,9 @@ class _Request:
     retry: int = 0
     worker: bytes | None = None
     cancelled: bool = False
+    #: A streamed data set (wire.CHUNK): never repeated; chunks wait here while it is queued.
+    stream: bool = False
+    chunks: list[tuple[Part, ...]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -209,6 +212,8 @@ class BrokerState:
                 return self._on_cancel(identity, envelope, parts)
             if kind == wire.SUBOPERATION_STATUS:
                 return self._on_suboperation_status(identity, envelope, parts)
+            if kind == wire.CHUNK:
+                return self._on_chunk(identity, envelope, parts)
         except wire.WireError as error:
             return [self._fault("bad_field", identity, f"{kind}: {error}")]
         if kind == wire.HEARTBEAT:
@@ -237,6 +242,8 @@ class BrokerState:
                 return self._on_reply(worker, envelope, parts, now)
             if kind == wire.SUBOPERATION:
                 return self._on_suboperation(worker, envelope, parts)
+            if kind == wire.CHUNK_ACK:
+                return self._on_chunk_ack(worker, envelope, parts)
         except wire.WireError as error:
             return [self._fault("bad_field", identity, f"{kind}: {error}")]
         if kind == wire.HEARTBEAT:
@@ -297,6 +304,10 @@ class BrokerState:
             del worker.requests[request.key]
             worker.credits += 1
             request.worker = None
+            if request.stream:  # its chunks went with it: it cannot be sent again
+                status = worker_lost_status(request.envelope["command_field"])
+                result.append(self._answer(request, status, "WorkerLost", "stream undeliverable"))
+                continue
             self._queue[request.key] = request
             self._queue.move_to_end(request.key, last=False)
         if busy:
@@ -344,13 +355,15 @@ class BrokerState:
         if key in self._queue or key in self._in_flight:
             return [self._fault("duplicate_request", identity, f"{key} is already pending")]
         self.counters["requests"] += 1
+        stream = envelope.get("stream") is True
         request = _Request(
             key=key,
             acceptor=identity,
             envelope=envelope,
             parts=parts,
             deadline=deadline,
-            idempotent=command_field in wire.IDEMPOTENT_COMMANDS,
+            idempotent=command_field in wire.IDEMPOTENT_COMMANDS and not stream,
+            stream=stream,
         )
         if self._expired(request, now):
             return [self._timeout(request)]
@@ -388,6 +401,22 @@ class BrokerState:
             self.counters["dropped"] += 1
             return [self._fault("gone_worker", identity, f"status for lost worker {name!r}")]
         return [SendToWorker(worker, parts, wire.SUBOPERATION_STATUS)]
+
+    def _on_chunk(
+        self, identity: bytes, envelope: wire.Envelope, parts: tuple[Part, ...]
+    ) -> list[Action]:
+        key = _request_key(envelope)
+        if key[0].encode() != identity:
+            return [self._fault("acceptor_mismatch", identity, f"chunk names {key[0]!r}")]
+        request = self._in_flight.get(key)
+        if request is not None and request.worker is not None and request.stream:
+            return [SendToWorker(request.worker, parts, wire.CHUNK)]
+        queued = self._queue.get(key)
+        if queued is not None and queued.stream:
+            queued.chunks.append(parts)
+            return []
+        self.counters["dropped"] += 1
+        return [self._fault("stray_chunk", identity, f"no streamed request {key}")]
 
     # -- backend --------------------------------------------------------------------------
 
@@ -438,6 +467,15 @@ class BrokerState:
         packed = _repack(envelope, worker=worker.name)
         return [SendToAcceptor(request.acceptor, (packed, *parts[1:]), wire.SUBOPERATION)]
 
+    def _on_chunk_ack(
+        self, worker: _Worker, envelope: wire.Envelope, parts: tuple[Part, ...]
+    ) -> list[Action]:
+        key = _request_key(envelope)
+        request = self._in_flight.get(key)
+        if request is None or request.worker != worker.identity:
+            return [self._fault("stale_reply", worker.identity, f"no request {key} in flight")]
+        return [SendToAcceptor(request.acceptor, parts, wire.CHUNK_ACK)]
+
     # -- routing --------------------------------------------------------------------------
 
     def _dispatch(self, now: float) -> list[Action]:
@@ -460,6 +498,8 @@ class BrokerState:
             if not request.idempotent:
                 request.parts = ()
             actions.append(SendToWorker(identity, parts, wire.REQUEST, request=request.key))
+            actions += [SendToWorker(identity, chunk, wire.CHUNK) for chunk in request.chunks]
+            request.chunks = []
         return actions
 
     def _refresh(self, worker: _Worker) -> None:

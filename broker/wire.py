@@ -18,6 +18,11 @@
 #   credit               W -> B        more credits
 #   heartbeat            both ways     liveness (Paranoid Pirate)
 #   error                B/W -> A      the request failed without a DIMSE response: final
+#   chunk                A -> B -> W   part of a streamed data set (request with `stream`
+#                                      true and an empty dataset frame, then chunks in `seq`
+#                                      order, the last with `last` true), pinned to one worker
+#   chunk_ack            W -> B -> A   the worker spooled that chunk (`size` bytes): the
+#                                      acceptor's window for unacknowledged bytes reopens
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
@@ -38,6 +43,8 @@ READY: Final = "ready"
 CREDIT: Final = "credit"
 HEARTBEAT: Final = "heartbeat"
 ERROR: Final = "error"
+CHUNK: Final = "chunk"
+CHUNK_ACK: Final = "chunk_ack"
 
 #: Keys every message of a kind must carry (beyond `v` and `kind`).
 REQUIRED_KEYS: Final[dict[str, tuple[str, ...]]] = {
@@ -69,6 +76,8 @@ REQUIRED_KEYS: Final[dict[str, tuple[str, ...]]] = {
     CREDIT: ("credits",),
     HEARTBEAT: (),
     ERROR: ("acceptor", "assoc_id", "msg_id", "status", "type", "message"),
+    CHUNK: ("acceptor", "assoc_id", "msg_id", "seq", "last"),
+    CHUNK_ACK: ("acceptor", "assoc_id", "msg_id", "seq", "size"),
 }
 
 #: Requests that are safe to run twice (C-ECHO, C-FIND, and C-STORE, idempotent by SOP

@@ -56,6 +56,50 @@ def failure_response(command: DimseMessage, status: int, comment: str) -> DimseM
     return response
 
 
+#: Unacknowledged streamed bytes per stream before the acceptor stops reading that socket.
+STREAM_WINDOW = 8 << 20
+
+
+class BridgeStream:
+    """A data set streamed to one worker in chunks (wire.CHUNK), with an ack window."""
+
+    def __init__(self, dispatcher: ZmqDispatcher, request: ServiceRequest, sink: ReplySink) -> None:
+        self.dispatcher = dispatcher
+        self.request = request
+        self.sink = sink
+        self.sequence = 0
+        self.unacknowledged = 0
+        self.paused = False
+        self.failed = False
+
+    def write(self, data: bytes, last: bool) -> bool:
+        """Send one chunk; True when the caller should stop reading until resumed."""
+        if self.failed:
+            return False
+        association = self.request.association
+        envelope = wire.pack_envelope(
+            wire.CHUNK,
+            acceptor=self.dispatcher.acceptor_id,
+            assoc_id=association.assoc_id,
+            msg_id=self.request.message_id,
+            seq=self.sequence,
+            last=last,
+        )
+        self.sequence += 1
+        self.unacknowledged += len(data)
+        self.dispatcher.send_frames([b"", envelope, b"", data])
+        self.paused = self.unacknowledged > STREAM_WINDOW and not last
+        return self.paused
+
+    def acknowledged(self, size: int) -> None:
+        self.unacknowledged = max(0, self.unacknowledged - size)
+        if self.paused and self.unacknowledged <= STREAM_WINDOW // 2:
+            self.paused = False
+            resume = getattr(self.sink, "resume_stream", None)
+            if resume is not None:
+                resume()
+
+
 class ZmqDispatcher:
     """Dispatcher over ZeroMQ: acceptor -> broker -> workers (DESIGN.md flows)."""
 
@@ -80,6 +124,7 @@ class ZmqDispatcher:
         self.context: zmq.asyncio.Context | None = None
         self.socket: zmq.asyncio.Socket | None = None
         self.pending: dict[tuple[int, int], tuple[ServiceRequest, ReplySink, float]] = {}
+        self.streams: dict[tuple[int, int], BridgeStream] = {}
         self.invalid_messages = 0
         self.reconnects = 0
         self._last_heard = time.monotonic()
@@ -125,6 +170,16 @@ class ZmqDispatcher:
     # --- Dispatcher -------------------------------------------------------------------------
 
     def submit(self, request: ServiceRequest, sink: ReplySink) -> None:
+        self._submit(request, sink, stream=False)
+
+    def open_stream(self, request: ServiceRequest, sink: ReplySink) -> BridgeStream:
+        """Start a request whose data set follows in chunks (DESIGN.md "Large datasets")."""
+        stream = BridgeStream(self, request, sink)
+        self.streams[(request.association.assoc_id, request.message_id)] = stream
+        self._submit(request, sink, stream=True)
+        return stream
+
+    def _submit(self, request: ServiceRequest, sink: ReplySink, *, stream: bool) -> None:
         association = request.association
         key = (association.assoc_id, request.message_id)
         now = time.time()
@@ -152,14 +207,15 @@ class ZmqDispatcher:
             ],
             user_identity_type=association.user_identity_type,
             username=association.username,
+            stream=stream,
         )
         self.pending[key] = (request, sink, time.monotonic() + timeout)
-        self._send([b"", envelope, encode_command(request.command), request.dataset or b""])
+        self.send_frames([b"", envelope, encode_command(request.command), request.dataset or b""])
 
     def cancel(self, assoc_id: int, message_id: int) -> None:
         if (assoc_id, message_id) not in self.pending:
             return
-        self._send(
+        self.send_frames(
             [
                 b"",
                 wire.pack_envelope(
@@ -170,7 +226,7 @@ class ZmqDispatcher:
 
     # --- plumbing ---------------------------------------------------------------------------
 
-    def _send(self, frames: list[bytes]) -> None:
+    def send_frames(self, frames: list[bytes]) -> None:
         sock = self.socket
         if sock is None:
             return
@@ -188,6 +244,9 @@ class ZmqDispatcher:
                 )
 
     def _fail(self, key: tuple[int, int], status: int, comment: str) -> None:
+        stream = self.streams.pop(key, None)
+        if stream is not None:
+            stream.failed = True
         entry = self.pending.pop(key, None)
         if entry is None:
             return
@@ -233,6 +292,7 @@ class ZmqDispatcher:
             final = bool(envelope["final"])
             if final:
                 del self.pending[key]
+                self.streams.pop(key, None)
             data = bytes(dataset) if len(dataset) else None
             sink.send_response(request, decode_command(command), data, final)
         elif kind == wire.ERROR:
@@ -243,6 +303,10 @@ class ZmqDispatcher:
                 envelope["message"],
             )
             self._fail(key, int(envelope["status"]), f"{envelope['type']}: {envelope['message']}")
+        elif kind == wire.CHUNK_ACK:
+            stream = self.streams.get(key)
+            if stream is not None:
+                stream.acknowledged(int(envelope["size"]))
         elif kind == wire.SUBOPERATION:
             entry = self.pending.get(key)
             if entry is None:
@@ -265,7 +329,7 @@ class ZmqDispatcher:
         except Exception as error:  # noqa: BLE001 - any failure is a failed sub-operation
             log.warning("C-GET sub-operation failed: %s", error)
             status = 0xA702
-        self._send(
+        self.send_frames(
             [
                 b"",
                 wire.pack_envelope(
@@ -283,7 +347,7 @@ class ZmqDispatcher:
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
-            self._send([b"", wire.pack_envelope(wire.HEARTBEAT, acceptor=self.acceptor_id)])
+            self.send_frames([b"", wire.pack_envelope(wire.HEARTBEAT, acceptor=self.acceptor_id)])
             for key, (_request, _sink, deadline) in list(self.pending.items()):
                 if now > deadline:
                     self.cancel(*key)

@@ -52,6 +52,10 @@ class ServiceRequest:
     command: DimseMessage
     dataset: bytes | None = None
     deadline: float | None = None
+    #: A streamed data set arrives as a Part 10 spool file instead of `dataset` bytes; its
+    #: data set starts `dataset_offset` bytes in (after the file meta header).
+    dataset_path: str | None = None
+    dataset_offset: int = 0
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -83,6 +87,14 @@ class ReplySink(Protocol):
         ...
 
 
+class DatasetStream(Protocol):
+    """A data set handed over in chunks as it arrives (DESIGN.md "Large datasets")."""
+
+    def write(self, data: bytes, last: bool) -> bool:
+        """Pass one chunk on; True asks the caller to stop reading until resume_stream()."""
+        ...
+
+
 class Dispatcher(Protocol):
     """Runs service handlers for requests (in-process threads or ZeroMQ workers)."""
 
@@ -91,6 +103,10 @@ class Dispatcher(Protocol):
 
     def submit(self, request: ServiceRequest, sink: ReplySink) -> None:
         """Start handling `request`; every response goes to `sink`, the last with final=True."""
+
+    def open_stream(self, request: ServiceRequest, sink: ReplySink) -> DatasetStream:
+        """Start `request` whose data set follows in chunks (large data sets)."""
+        ...
 
     def cancel(self, assoc_id: int, message_id: int) -> None:
         """C-CANCEL: ask the handler of (assoc_id, message_id) to stop (PS3.7 9.3.2.3)."""

@@ -6,12 +6,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from workers.service import handle_request
+from workers.store.spool import Spool
 
 if TYPE_CHECKING:
     from node.dimse.commands import DimseMessage
@@ -62,6 +64,34 @@ class _ThreadChannel:
         return self.cancelled.is_set()
 
 
+class _LocalStream:
+    """A streamed data set spooled to a Part 10 file, then handled like any request."""
+
+    def __init__(self, dispatcher: ThreadDispatcher, request: ServiceRequest, sink: ReplySink):
+        store = dispatcher.handlers.file_store
+        command = request.command
+        self.dispatcher = dispatcher
+        self.request = request
+        self.sink = sink
+        self.spool = Spool(
+            store.spool_directory if store is not None else None,
+            str(getattr(command, "affected_sop_class_uid", "") or request.abstract_syntax),
+            str(getattr(command, "affected_sop_instance_uid", "") or "1"),
+            request.transfer_syntax,
+            request.association.calling_ae_title,
+        )
+
+    def write(self, data: bytes, last: bool) -> bool:
+        self.spool.write(data)
+        if last:
+            path = self.spool.close()
+            request = dataclasses.replace(
+                self.request, dataset_path=str(path), dataset_offset=len(self.spool.header)
+            )
+            self.dispatcher.submit(request, self.sink)
+        return False
+
+
 class ThreadDispatcher:
     """Dispatcher that runs `workers.service.handle_request` on a thread pool."""
 
@@ -94,6 +124,10 @@ class ThreadDispatcher:
         key = (request.association.assoc_id, request.message_id)
         self._channels[key] = channel
         self._executor.submit(self._run, key, request, channel)
+
+    def open_stream(self, request: ServiceRequest, sink: ReplySink) -> _LocalStream:
+        """Spool a large data set to disk as it arrives; handle it once complete."""
+        return _LocalStream(self, request, sink)
 
     def _run(self, key: tuple[int, int], request: ServiceRequest, channel: _ThreadChannel) -> None:
         try:

@@ -8,6 +8,7 @@
 # again. Every request ends with one final reply (workers.service guarantees it) or an `error`.
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -185,6 +186,8 @@ class Worker:
         self._stop = threading.Event()
         self.handled = 0
         self.reconnects = 0
+        #: Streamed requests still receiving chunks: key -> (envelope, command, spool).
+        self.streams: dict[tuple[str, int, int], tuple[wire.Envelope, bytes, Any]] = {}
 
     # --- sub-operation bookkeeping (called from handler threads) ----------------------------
 
@@ -276,14 +279,20 @@ class Worker:
             log.warning("dropped an invalid message from the broker: %s", error)
             return
         kind = envelope["kind"]
-        if kind == wire.REQUEST:
+        if kind == wire.REQUEST and envelope.get("stream") is True:
+            self._open_stream(envelope, command)
+        elif kind == wire.REQUEST:
             self._start_request(envelope, command, dataset, pool)
+        elif kind == wire.CHUNK:
+            self._on_chunk(envelope, dataset, pool)
         elif kind == wire.CANCEL:
-            channel = self.channels.get(
-                (envelope["acceptor"], envelope["assoc_id"], envelope["msg_id"])
-            )
+            key = (envelope["acceptor"], envelope["assoc_id"], envelope["msg_id"])
+            channel = self.channels.get(key)
             if channel is not None:
                 channel.cancelled.set()
+            stream = self.streams.pop(key, None)
+            if stream is not None:
+                stream[2].discard()
         elif kind == wire.SUBOPERATION_STATUS:
             with self._lock:
                 waiter = self._waiters.get(int(envelope["sub_id"]))
@@ -291,12 +300,82 @@ class Worker:
                 waiter.status = int(envelope["status"])
                 waiter.event.set()
 
+    def _open_stream(self, envelope: wire.Envelope, command: bytes) -> None:
+        """A streamed data set begins: spool it as a Part 10 file (workers.store.spool)."""
+        from workers.store.spool import Spool
+
+        key = (str(envelope["acceptor"]), int(envelope["assoc_id"]), int(envelope["msg_id"]))
+        try:
+            message = decode_command(command)
+            store = self.handlers.file_store
+            spool = Spool(
+                store.spool_directory if store is not None else None,
+                str(getattr(message, "affected_sop_class_uid", "") or envelope["sop_class"]),
+                str(getattr(message, "affected_sop_instance_uid", "") or "1"),
+                str(envelope["ts_uid"]),
+                str(envelope["calling_aet"]),
+            )
+        except Exception as error:  # noqa: BLE001 - answered as data
+            self.outbox.send(
+                [
+                    b"",
+                    wire.error_envelope(
+                        envelope, PROCESSING_FAILURE, type(error).__name__, str(error)
+                    ),
+                ]
+            )
+            return
+        self.streams[key] = (envelope, command, spool)
+
+    def _on_chunk(self, envelope: wire.Envelope, data: Any, pool: ThreadPoolExecutor) -> None:
+        key = (str(envelope["acceptor"]), int(envelope["assoc_id"]), int(envelope["msg_id"]))
+        entry = self.streams.get(key)
+        if entry is None:
+            return
+        request_envelope, command, spool = entry
+        spool.write(data)
+        self.outbox.send(
+            [
+                b"",
+                wire.pack_envelope(
+                    wire.CHUNK_ACK,
+                    acceptor=key[0],
+                    assoc_id=key[1],
+                    msg_id=key[2],
+                    seq=envelope["seq"],
+                    size=len(data),
+                ),
+            ]
+        )
+        if envelope["last"] is True:
+            del self.streams[key]
+            path = spool.close()
+            self._start_request(
+                request_envelope,
+                command,
+                None,
+                pool,
+                dataset_path=str(path),
+                header_length=len(spool.header),
+            )
+
     def _start_request(
-        self, envelope: wire.Envelope, command: bytes, dataset: Any, pool: ThreadPoolExecutor
+        self,
+        envelope: wire.Envelope,
+        command: bytes,
+        dataset: Any,
+        pool: ThreadPoolExecutor,
+        *,
+        dataset_path: str | None = None,
+        header_length: int = 0,
     ) -> None:
         key = (str(envelope["acceptor"]), int(envelope["assoc_id"]), int(envelope["msg_id"]))
         try:
             request = request_from_envelope(envelope, command, dataset)
+            if dataset_path is not None:
+                request = dataclasses.replace(
+                    request, dataset_path=dataset_path, dataset_offset=header_length
+                )
         except Exception as error:  # noqa: BLE001 - a bad request must not kill the worker
             self.outbox.send(
                 [

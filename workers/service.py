@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from node.dimse.commands import (
@@ -129,3 +130,5 @@ def handle_request(request: ServiceRequest, channel: Channel, handlers: Handlers
             None,
             True,
         )
+    if request.dataset_path is not None:  # a spool nobody adopted
+        Path(request.dataset_path).unlink(missing_ok=True)

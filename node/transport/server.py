@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from node.acse.negotiation import Acceptance, AcceptorPolicy, negotiate_as_acceptor
 from node.dimse.commands import CCancelRQ, CStoreRQ
+from node.dimse.fragment import DatasetChunk, DatasetStreamStarted
 from node.dispatch import AssociationInfo, ServiceRequest, StorageContext
 from node.transport.connection import Connection
 from node.ul.association import Role
@@ -33,6 +34,8 @@ log = logging.getLogger("dicomnode.acceptor")
 
 #: In-flight cap when the peer negotiated an unlimited (0) window.
 UNLIMITED_WINDOW_CAP = 64
+#: Streamed data sets go to the dispatcher in pieces of about this size.
+STREAM_CHUNK = 1 << 20
 
 
 @dataclass
@@ -67,6 +70,8 @@ class ServerSettings:
     maximum_pdu_size: int = 16382
     acceptor_id: str = "local"
     hooks: AssociationHooks = field(default_factory=AssociationHooks)
+    #: Data sets larger than this are streamed to the dispatcher in chunks, never held whole.
+    stream_threshold: int | None = 4 << 20
     connection_wrapper: Callable[[Any], Any] | None = None
 
 
@@ -127,6 +132,7 @@ class ServerAssociation(Connection):
             maximum_pdata_length=settings.maximum_pdu_size,
             artim_timeout=settings.acse_timeout,
             idle_timeout=settings.network_timeout,
+            stream_threshold=settings.stream_threshold,
         )
         self.server = server
         self.settings = settings
@@ -142,6 +148,8 @@ class ServerAssociation(Connection):
         self._release_pending = False
         self._suboperation_ids = itertools.count(1)
         self._suboperations: dict[int, asyncio.Future[int]] = {}
+        #: The data set being streamed: (request, dispatcher stream, bytes not yet passed on).
+        self._stream: tuple[ServiceRequest, Any, bytearray] | None = None
 
     # --- association life -------------------------------------------------------------------
 
@@ -250,6 +258,24 @@ class ServerAssociation(Connection):
 
     # --- DIMSE ------------------------------------------------------------------------------
 
+    def _request(
+        self, context_id: int, command: DimseMessage, dataset: bytes | None
+    ) -> ServiceRequest | None:
+        context = self.contexts.get(context_id)
+        if context is None or self.info is None:
+            self.provider_abort_unknown_context(context_id)
+            return None
+        timeout = self.settings.dimse_timeout
+        return ServiceRequest(
+            association=self.info,
+            context_id=context_id,
+            abstract_syntax=context[0],
+            transfer_syntax=context[1],
+            command=command,
+            dataset=dataset,
+            deadline=self.loop.time() + timeout if timeout else None,
+        )
+
     def on_message(self, context_id: int, command: DimseMessage, dataset: bytes | None) -> None:
         if not command.is_request:
             self._on_response(command)
@@ -257,21 +283,9 @@ class ServerAssociation(Connection):
         if isinstance(command, CCancelRQ):
             self.settings.dispatcher.cancel(self.assoc_id, command.message_id_being_responded_to)
             return
-        context = self.contexts.get(context_id)
-        if context is None or self.info is None:
-            self.provider_abort_unknown_context(context_id)
+        request = self._request(context_id, command, dataset)
+        if request is None:
             return
-        loop_time = self.loop.time()
-        timeout = self.settings.dimse_timeout
-        request = ServiceRequest(
-            association=self.info,
-            context_id=context_id,
-            abstract_syntax=context[0],
-            transfer_syntax=context[1],
-            command=command,
-            dataset=dataset,
-            deadline=loop_time + timeout if timeout else None,
-        )
         if len(self.in_flight) >= self.window:
             # Keep reading while requests are in flight (C-CANCEL-RQ and the C-STORE-RSPs of
             # C-GET sub-operations must get through); only a peer that exceeds the window is
@@ -280,6 +294,33 @@ class ServerAssociation(Connection):
             self.pause_reading()
             return
         self._submit(request)
+
+    def on_stream(self, event: DatasetStreamStarted | DatasetChunk) -> None:
+        """A data set above the stream threshold: pass it on in chunks of STREAM_CHUNK bytes
+        as it arrives; reading pauses while the dispatcher's window is full."""
+        if isinstance(event, DatasetStreamStarted):
+            request = self._request(event.context_id, event.command, None)
+            if request is None:
+                return
+            self.in_flight[request.message_id] = request
+            stream = self.settings.dispatcher.open_stream(request, self)
+            self._stream = (request, stream, bytearray(event.first_chunk))
+            return
+        if self._stream is None:
+            return
+        request, stream, pending = self._stream
+        pending += event.data
+        if len(pending) >= STREAM_CHUNK or event.is_last:
+            if stream.write(bytes(pending), event.is_last):
+                self.pause_reading()
+            pending.clear()
+        if event.is_last:
+            self._stream = None
+
+    def resume_stream(self) -> None:
+        """The dispatcher's stream window reopened."""
+        if not self.queued:
+            self.resume_reading()
 
     def _submit(self, request: ServiceRequest) -> None:
         self.in_flight[request.message_id] = request
@@ -315,7 +356,8 @@ class ServerAssociation(Connection):
     ) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        if self.in_flight.get(request.message_id) is not request:
+        current = self.in_flight.get(request.message_id)
+        if current is None or current.command is not request.command:
             return  # association replaced or request already finished
         self.send_message(request.context_id, response, dataset)
         if final:

@@ -151,6 +151,10 @@ def info_of(request: ServiceRequest) -> dict[str, Any]:
 
 def decoded_dataset(request: ServiceRequest) -> Dataset:
     """The request's data set as a pydicom Dataset (empty when there is none)."""
+    if request.dataset_path is not None:
+        from pydicom import dcmread
+
+        return dcmread(request.dataset_path)
     if request.dataset is None:
         return Dataset()
     return decode_dataset(request.dataset, request.transfer_syntax)

@@ -12,7 +12,7 @@ import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, BinaryIO, Final
 
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
@@ -79,19 +79,24 @@ def file_meta(
     return bytes(128) + b"DICM" + length + body
 
 
-def study_and_series(dataset: bytes, transfer_syntax: str) -> tuple[str, str]:
-    """Read Study and Series Instance UID from the start of a data set, parsing no further."""
+def study_and_series(dataset: bytes | BinaryIO, transfer_syntax: str) -> tuple[str, str]:
+    """Read Study and Series Instance UID from the start of a data set (bytes, or a file
+    positioned at its first element), parsing no further."""
+    source: Any = dataset
     if transfer_syntax == DeflatedExplicitVRLittleEndian:
         import zlib
 
-        dataset = zlib.decompressobj(-zlib.MAX_WBITS).decompress(dataset, 1 << 20)
+        head = dataset if isinstance(dataset, bytes) else dataset.read(1 << 22)
+        source = zlib.decompressobj(-zlib.MAX_WBITS).decompress(head, 1 << 20)
+    if isinstance(source, bytes):
+        source = DicomBytesIO(source)
     from pydicom.uid import UID
 
     uid = UID(transfer_syntax)
     implicit = bool(uid.is_implicit_VR) if uid.is_transfer_syntax else False
     little = bool(uid.is_little_endian) if uid.is_transfer_syntax else True
     parsed = read_dataset(
-        DicomBytesIO(dataset),  # type: ignore[arg-type]
+        source,
         implicit,
         little,
         stop_when=lambda tag, vr, length: tag > SERIES_INSTANCE_UID,
@@ -183,6 +188,39 @@ class FileStore:
                 self._fsync_directory(directory.parent)
                 self._fsync_directory(directory.parent.parent)
         return StoredObject(path, study, series, replaced)
+
+    def adopt(
+        self, spool: Path, sop_instance_uid: str, transfer_syntax: str, header_length: int
+    ) -> StoredObject:
+        """Move a finished spool (a Part 10 file, workers.store.spool) into place durably,
+        without copying it (same filesystem): fsync, atomic rename, directory fsync."""
+        checked_uid(transfer_syntax, "Transfer Syntax UID")
+        with spool.open("rb") as handle:
+            handle.seek(header_length)
+            study, series = study_and_series(handle, transfer_syntax)
+        path = self.path_for(study, series, sop_instance_uid)
+        directory = path.parent
+        created = not directory.exists()
+        directory.mkdir(parents=True, exist_ok=True)
+        replaced = path.exists()
+        if self.fsync:
+            descriptor = os.open(spool, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        os.replace(spool, path)
+        if self.fsync:
+            self._fsync_directory(directory)
+            if created:
+                self._fsync_directory(directory.parent)
+                self._fsync_directory(directory.parent.parent)
+        return StoredObject(path, study, series, replaced)
+
+    @property
+    def spool_directory(self) -> Path:
+        """Where streamed data sets are spooled: on the same filesystem as the objects."""
+        return self.root / "spool"
 
     @staticmethod
     def _fsync_directory(directory: Path) -> None:
