@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-associations", type=int, default=256)
     parser.add_argument("--max-pdu", type=int, default=16382)
     parser.add_argument("--dimse-timeout", type=float, default=None)
+    parser.add_argument("--acse-timeout", type=float, default=30.0)
+    parser.add_argument("--network-timeout", type=float, default=60.0)
     parser.add_argument(
         "--reuse-port",
         action="store_true",
@@ -86,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         maximum_pdu=args.max_pdu,
     )
     ae.dimse_timeout = args.dimse_timeout
+    ae.acse_timeout = args.acse_timeout
+    ae.network_timeout = args.network_timeout
     signal.signal(signal.SIGTERM, lambda *_: ae.stop())
     ae.start(block=True, broker=args.broker, reuse_port=args.reuse_port)
     return 0

@@ -110,6 +110,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes (0 = handlers in the acceptor process)",
     )
     serve.add_argument("--acceptors", type=int, default=1, help="acceptor processes")
+    serve.add_argument(
+        "--acse-timeout",
+        type=_positive_float,
+        default=30.0,
+        help="seconds to wait for association negotiation (also ARTIM)",
+    )
+    serve.add_argument(
+        "--network-timeout",
+        type=_positive_float,
+        default=60.0,
+        help="seconds an idle association may stay open",
+    )
+    serve.add_argument(
+        "--dimse-timeout", type=_positive_float, default=None, help="deadline of each DIMSE request"
+    )
     serve.add_argument("--handlers", help="module with on_c_* callbacks run by the workers")
     serve.add_argument(
         "--runtime-dir", help="folder for the ipc:// endpoints (default: a temp dir)"
@@ -497,6 +512,9 @@ def command_serve(args: argparse.Namespace) -> int:
                 verbose=args.verbose,
                 handlers_module=args.handlers,
                 runtime_dir=args.runtime_dir,
+                acse_timeout=args.acse_timeout,
+                network_timeout=args.network_timeout,
+                dimse_timeout=args.dimse_timeout,
             )
         )
         return cluster.run()
@@ -511,6 +529,9 @@ def command_serve(args: argparse.Namespace) -> int:
         maximum_pdu=args.max_pdu,
     )
     ae.known_aes = dict(args.known_ae)
+    ae.acse_timeout = args.acse_timeout
+    ae.network_timeout = args.network_timeout
+    ae.dimse_timeout = args.dimse_timeout
     ae.file_store = IndexedFileStore(args.data_dir, fsync=not args.no_fsync)
     signal.signal(signal.SIGTERM, lambda *_: ae.stop())
     ae.start(block=True)

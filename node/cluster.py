@@ -35,6 +35,9 @@ class ClusterConfig:
     verbose: int = 0
     handlers_module: str | None = None
     runtime_dir: str | None = None
+    acse_timeout: float = 30.0
+    network_timeout: float = 60.0
+    dimse_timeout: float | None = None
 
 
 @dataclass
@@ -113,12 +116,18 @@ class Cluster:
             config.ae_title,
             "--max-associations",
             str(config.max_associations),
+            "--acse-timeout",
+            str(config.acse_timeout),
+            "--network-timeout",
+            str(config.network_timeout),
             "--max-pdu",
             str(config.max_pdu),
             *verbose,
         ]
         if config.acceptors > 1:
             acceptor.append("--reuse-port")
+        if config.dimse_timeout is not None:
+            acceptor += ["--dimse-timeout", str(config.dimse_timeout)]
         roles += [_Role(f"acceptor-{i}", acceptor) for i in range(config.acceptors)]
         return roles
 
