@@ -28,6 +28,7 @@ class BrokerConfig:
     max_queue: int = 10_000
     #: 0: info, 1 or more: debug (with a stats line every few seconds).
     verbose: int = 0
+    metrics_port: int | None = None
 
     def __post_init__(self) -> None:
         if not self.frontend or not self.backend:
@@ -66,13 +67,18 @@ def build_parser(prog: str = "dicomnode broker") -> argparse.ArgumentParser:
         help="requests waiting for a worker before new ones are refused (default: %(default)s)",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument(
+        "--metrics-port", type=int, default=None, help="serve /metrics, /healthz, /readyz"
+    )
     return parser
 
 
 def parse_args(argv: Sequence[str], prog: str = "dicomnode broker") -> BrokerConfig:
     """Parse the command line into a BrokerConfig (argparse exits on bad arguments)."""
     parser = build_parser(prog)
-    namespace = parser.parse_args(list(argv))
+    from node.config import parse_with_config
+
+    namespace = parse_with_config(parser, list(argv))
     try:
         return BrokerConfig(
             frontend=namespace.frontend,
@@ -81,6 +87,7 @@ def parse_args(argv: Sequence[str], prog: str = "dicomnode broker") -> BrokerCon
             heartbeat_liveness=namespace.heartbeat_liveness,
             max_queue=namespace.max_queue,
             verbose=namespace.verbose,
+            metrics_port=namespace.metrics_port,
         )
     except ValueError as error:
         parser.error(str(error))

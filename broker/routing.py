@@ -265,8 +265,10 @@ class BrokerState:
             worker.paused = False
             self._refresh(worker)
             actions.append(SendToWorker(worker.identity, (_HEARTBEAT,), wire.HEARTBEAT))
+        # Acceptors hear how many workers are alive (their readiness depends on it).
+        beat = wire.pack_envelope(wire.HEARTBEAT, workers=len(self._workers))
         actions += [
-            SendToAcceptor(identity, (_HEARTBEAT,), wire.HEARTBEAT) for identity in self._acceptors
+            SendToAcceptor(identity, (beat,), wire.HEARTBEAT) for identity in self._acceptors
         ]
         return actions + self._dispatch(now)
 

@@ -64,6 +64,8 @@ class BrokerServer:
         self._wake_reader.setblocking(False)
         self._wake_writer.setblocking(False)
         self._stopping = False
+        #: Called with state.stats() after every tick (metrics), on the broker's thread.
+        self.on_stats: Callable[[dict[str, object]], None] | None = None
         self._stats_wanted = False
         self._closed = False
         #: Fault kind -> (when last logged, how many were not logged since).
@@ -134,6 +136,8 @@ class BrokerServer:
             timer = self.state.timer()
             if now >= timer or timer - now > interval:  # due, or the wall clock stepped back
                 self._perform(self.state.on_tick(now))
+                if self.on_stats is not None:
+                    self.on_stats(self.state.stats())
             if self._stats_wanted:
                 self._stats_wanted = False
                 logger.info("broker stats %s", self.state.stats())

@@ -10,6 +10,7 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 from typing import TYPE_CHECKING
 
 from node.ae import AE
@@ -54,6 +55,38 @@ def build_server_ae(
     return ae
 
 
+def add_access_options(parser: argparse.ArgumentParser) -> None:
+    """Who may associate (PS3.8 A-ASSOCIATE-RJ reasons 3 and 7)."""
+    parser.add_argument(
+        "--require-called-aet",
+        action="store_true",
+        help="reject associations whose called AE title is not ours",
+    )
+    parser.add_argument(
+        "--require-calling-aet",
+        action="append",
+        default=[],
+        metavar="AET",
+        help="accept only these calling AE titles (repeatable)",
+    )
+
+
+def apply_access_options(ae: AE, args: argparse.Namespace) -> None:
+    ae.require_called_aet = bool(args.require_called_aet)
+    ae.require_calling_aet = list(args.require_calling_aet)
+
+
+def install_drain(ae: AE, grace: float) -> None:
+    """SIGTERM/SIGINT drain the AE (readiness false, no new associations, open ones finish
+    within `grace` seconds) on a helper thread; start(block=True) then returns."""
+
+    def drain(*_: object) -> None:
+        threading.Thread(target=ae.drain, args=(grace,), name="dicomnode-drain").start()
+
+    signal.signal(signal.SIGTERM, drain)
+    signal.signal(signal.SIGINT, drain)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicomnode acceptor", description="dicomnode acceptor")
     parser.add_argument("--broker", required=True, help="broker frontend endpoint")
@@ -65,6 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dimse-timeout", type=float, default=None)
     parser.add_argument("--acse-timeout", type=float, default=30.0)
     parser.add_argument("--network-timeout", type=float, default=60.0)
+    add_access_options(parser)
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve /metrics, /healthz and /readyz on this port",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="on SIGTERM, seconds open associations get to finish",
+    )
     parser.add_argument(
         "--reuse-port",
         action="store_true",
@@ -75,7 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from node.config import parse_with_config
+
+    args = parse_with_config(build_parser(), list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
@@ -87,11 +135,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         maximum_associations=args.max_associations,
         maximum_pdu=args.max_pdu,
     )
+    apply_access_options(ae, args)
     ae.dimse_timeout = args.dimse_timeout
     ae.acse_timeout = args.acse_timeout
     ae.network_timeout = args.network_timeout
-    signal.signal(signal.SIGTERM, lambda *_: ae.stop())
-    ae.start(block=True, broker=args.broker, reuse_port=args.reuse_port)
+    install_drain(ae, args.drain_timeout)
+    ae.start(
+        block=True, broker=args.broker, reuse_port=args.reuse_port, metrics_port=args.metrics_port
+    )
     return 0
 
 

@@ -136,12 +136,17 @@ class ApplicationEntity:
         self.known_aes: dict[str, tuple[str, int]] = {}
         #: Built-in storage used when no C-STORE callback is set (a workers.store FileStore).
         self.file_store: Any = None
+        #: The Query/Retrieve index (workers.store.index.Index) served when no C-FIND/GET/MOVE
+        #: callback is set; an IndexedFileStore brings its own.
+        self.index: Any = None
         self._event_handlers: dict[evt.EventType, list[Callable[..., Any]]] = {}
         self._runner: LoopThread | None = None
         self._server: AcceptorServer | None = None
         self._dispatcher: Any = None
         self._client_associations: list[Association] = []
         self._cluster: Any = None
+        self._health: Any = None
+        self._draining = False
         self._stopped = threading.Event()
         self._lock = threading.Lock()
 
@@ -367,6 +372,7 @@ class ApplicationEntity:
             local_ae_title=self._ae_title,
             maximum_pdu_size=self._maximum_pdu_size,
             file_store=self.file_store,
+            index=self.index,
         )
         for name in _SERVICE_CALLBACKS:
             setattr(handlers, name, getattr(self, name))
@@ -374,7 +380,7 @@ class ApplicationEntity:
 
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
-        if name in _SERVICE_CALLBACKS or name == "file_store":
+        if name in _SERVICE_CALLBACKS or name in ("file_store", "index"):
             dispatcher = self.__dict__.get("_dispatcher")
             if isinstance(dispatcher, ThreadDispatcher):
                 setattr(dispatcher.handlers, name, value)
@@ -448,6 +454,7 @@ class ApplicationEntity:
         ssl_context: ssl_module.SSLContext | None = None,
         reuse_port: bool = False,
         broker: str | None = None,
+        metrics_port: int | None = None,
     ) -> None:
         """Listen on `bind_addr:port` as SCP. Blocks until stop() unless block=False.
 
@@ -481,7 +488,14 @@ class ApplicationEntity:
                 suboperation_timeout=self._dimse_timeout or 60.0,
             )
         self._dispatcher = dispatcher
+        observer = None
+        if metrics_port is not None:
+            from node.observability import HealthEndpoint, ServerObserver
+
+            observer = ServerObserver()
+            self._health = HealthEndpoint(metrics_port, self._readiness)
         settings = ServerSettings(
+            observer=observer,
             policy=self._policy,
             dispatcher=self._dispatcher,
             maximum_associations=self._maximum_associations,
@@ -541,6 +555,30 @@ class ApplicationEntity:
         self._cluster = cluster
         return cluster.frontend
 
+    def _readiness(self) -> tuple[bool, str]:
+        if self._draining:
+            return False, "draining"
+        if self._server is None:
+            return False, "not listening"
+        readiness = getattr(self._dispatcher, "readiness", None)
+        return readiness() if readiness is not None else (True, "ready")
+
+    def drain(self, grace: float = 30.0) -> None:
+        """Graceful stop: readiness goes false, no new associations, the open ones get up to
+        `grace` seconds to finish, then stop()."""
+        self._draining = True
+        server, runner = self._server, self._runner
+        if server is not None and runner is not None:
+
+            async def finish() -> None:
+                await server.close(grace=grace)
+
+            try:
+                runner.run(finish(), grace + 30)
+            except Exception:
+                log.exception("draining failed")
+        self.stop()
+
     def stop(self) -> None:
         """Stop listening; release-or-abort open associations; stop the loop thread."""
         server, self._server = self._server, None
@@ -567,6 +605,9 @@ class ApplicationEntity:
         cluster, self._cluster = self._cluster, None
         if cluster is not None:
             cluster.stop()
+        health, self._health = self._health, None
+        if health is not None:
+            health.close()
         self._stopped.set()
 
     quit = stop

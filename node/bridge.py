@@ -127,6 +127,8 @@ class ZmqDispatcher:
         self.streams: dict[tuple[int, int], BridgeStream] = {}
         self.invalid_messages = 0
         self.reconnects = 0
+        #: Workers alive, as the broker's last heartbeat said (None: not heard yet).
+        self.live_workers: int | None = None
         self._last_heard = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
@@ -166,6 +168,15 @@ class ZmqDispatcher:
             self.socket.close(0)
         if self.context is not None:
             self.context.term()
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready when the broker was heard recently and reports at least one live worker."""
+        silent = time.monotonic() - self._last_heard
+        if silent > self.heartbeat_interval * self.heartbeat_liveness:
+            return False, f"broker silent for {silent:.1f} s"
+        if not self.live_workers:
+            return False, "no live worker"
+        return True, f"ready: {self.live_workers} worker(s)"
 
     # --- Dispatcher -------------------------------------------------------------------------
 
@@ -282,6 +293,9 @@ class ZmqDispatcher:
         _routing, envelope, command, dataset = wire.split_frames(frames)
         kind = envelope["kind"]
         if kind == wire.HEARTBEAT:
+            workers = envelope.get("workers")
+            if isinstance(workers, int):
+                self.live_workers = workers
             return
         key = (int(envelope.get("assoc_id", -1)), int(envelope.get("msg_id", -1)))
         if kind == wire.REPLY:

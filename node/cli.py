@@ -9,7 +9,6 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -94,11 +93,16 @@ def _query_keys(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(model="P")
 
 
+#: The `serve` sub-parser of the last build_parser() (parsed on its own for --config).
+SERVE_PARSER: list[argparse.ArgumentParser] = []
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicomnode", description="DICOM networking node")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the embedded DICOM node (SCP)")
+    SERVE_PARSER[:] = [serve]
     serve.add_argument("--ae-title", default="DICOMNODE")
     serve.add_argument("--port", type=_port, default=11112)
     serve.add_argument("--bind", default="0.0.0.0")  # noqa: S104 - a server listens
@@ -130,6 +134,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--runtime-dir", help="folder for the ipc:// endpoints (default: a temp dir)"
     )
     serve.add_argument("--threads", type=int, default=4, help="handler threads per worker")
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve /metrics, /healthz and /readyz (acceptor 1 uses this port)",
+    )
+    serve.add_argument(
+        "--drain-timeout",
+        type=_positive_float,
+        default=30.0,
+        help="on SIGTERM, seconds open associations get to finish",
+    )
+    from node.acceptor import add_access_options
+
+    add_access_options(serve)
     serve.add_argument("--max-associations", type=int, default=64)
     serve.add_argument("--max-pdu", type=int, default=16382)
     serve.add_argument(
@@ -515,6 +534,10 @@ def command_serve(args: argparse.Namespace) -> int:
                 acse_timeout=args.acse_timeout,
                 network_timeout=args.network_timeout,
                 dimse_timeout=args.dimse_timeout,
+                metrics_port=args.metrics_port,
+                drain_timeout=args.drain_timeout,
+                require_called_aet=args.require_called_aet,
+                require_calling_aet=list(args.require_calling_aet),
             )
         )
         return cluster.run()
@@ -529,12 +552,15 @@ def command_serve(args: argparse.Namespace) -> int:
         maximum_pdu=args.max_pdu,
     )
     ae.known_aes = dict(args.known_ae)
+    from node.acceptor import apply_access_options, install_drain
+
+    apply_access_options(ae, args)
     ae.acse_timeout = args.acse_timeout
     ae.network_timeout = args.network_timeout
     ae.dimse_timeout = args.dimse_timeout
     ae.file_store = IndexedFileStore(args.data_dir, fsync=not args.no_fsync)
-    signal.signal(signal.SIGTERM, lambda *_: ae.stop())
-    ae.start(block=True)
+    install_drain(ae, args.drain_timeout)
+    ae.start(block=True, metrics_port=args.metrics_port)
     return 0
 
 
@@ -584,7 +610,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = role_main(arguments[1:])
         return result
     parser = build_parser()
-    args = parser.parse_args(arguments)
+    if arguments and arguments[0] == "serve":
+        from node.config import parse_with_config
+
+        args = parse_with_config(SERVE_PARSER[0], arguments[1:])
+        args.command = "serve"
+    else:
+        args = parser.parse_args(arguments)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -38,6 +38,11 @@ class ClusterConfig:
     acse_timeout: float = 30.0
     network_timeout: float = 60.0
     dimse_timeout: float | None = None
+    #: The first acceptor serves metrics here, the broker on +1, workers on +2, +3, ...
+    metrics_port: int | None = None
+    drain_timeout: float = 30.0
+    require_called_aet: bool = False
+    require_calling_aet: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -101,7 +106,16 @@ class Cluster:
             worker.append("--no-fsync")
         if config.handlers_module:
             worker += ["--handlers", config.handlers_module]
-        roles += [_Role(f"worker-{i}", worker) for i in range(config.workers)]
+        base = config.metrics_port
+        roles += [
+            _Role(
+                f"worker-{i}",
+                worker + (["--metrics-port", str(base + config.acceptors + 1 + i)] if base else []),
+            )
+            for i in range(config.workers)
+        ]
+        if base:
+            roles[0].command += ["--metrics-port", str(base + config.acceptors)]
         acceptor = [
             python,
             "-m",
@@ -128,7 +142,15 @@ class Cluster:
             acceptor.append("--reuse-port")
         if config.dimse_timeout is not None:
             acceptor += ["--dimse-timeout", str(config.dimse_timeout)]
-        roles += [_Role(f"acceptor-{i}", acceptor) for i in range(config.acceptors)]
+        acceptor += ["--drain-timeout", str(config.drain_timeout)]
+        if config.require_called_aet:
+            acceptor.append("--require-called-aet")
+        for title in config.require_calling_aet:
+            acceptor += ["--require-calling-aet", title]
+        roles += [
+            _Role(f"acceptor-{i}", acceptor + (["--metrics-port", str(base + i)] if base else []))
+            for i in range(config.acceptors)
+        ]
         return roles
 
     def start(self) -> None:
@@ -172,7 +194,7 @@ class Cluster:
                     )
                     role.process = subprocess.Popen(role.command)
             time.sleep(0.2)
-        self._terminate("acceptor", 30.0)
+        self._terminate("acceptor", self.config.drain_timeout + 5.0)
         self._terminate("worker", 30.0)
         self._terminate("broker", 5.0)
         return 0

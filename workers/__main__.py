@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-pdu", type=int, default=16382)
     parser.add_argument("--no-fsync", action="store_true")
     parser.add_argument("--heartbeat-interval", type=float, default=1.0)
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve /metrics, /healthz and /readyz on this port",
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0)
     return parser
 
@@ -157,7 +163,9 @@ def _supervise(argv: Sequence[str], count: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(args_list)
+    from node.config import parse_with_config
+
+    args = parse_with_config(build_parser(), args_list)
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
@@ -179,7 +187,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
-    worker.run()
+    health = None
+    if args.metrics_port is not None:
+        from node.observability import WORKER_REQUESTS, HealthEndpoint
+
+        health = HealthEndpoint(args.metrics_port, worker.readiness)
+        worker.count_requests = WORKER_REQUESTS.inc
+    try:
+        worker.run()
+    finally:
+        if health is not None:
+            health.close()
     return 0
 
 

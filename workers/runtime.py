@@ -29,6 +29,8 @@ from node.dispatch import AssociationInfo, ServiceRequest, StorageContext
 from workers.service import handle_request
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from node.dimse.commands import DimseMessage
     from workers.handlers.common import Handlers
 
@@ -186,6 +188,9 @@ class Worker:
         self._stop = threading.Event()
         self.handled = 0
         self.reconnects = 0
+        self.last_heard = time.monotonic()
+        #: Called once per finished request (the worker's request counter metric), or None.
+        self.count_requests: Callable[[], None] | None = None
         #: Streamed requests still receiving chunks: key -> (envelope, command, spool).
         self.streams: dict[tuple[str, int, int], tuple[wire.Envelope, bytes, Any]] = {}
 
@@ -204,6 +209,14 @@ class Worker:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready while the broker has been heard from recently."""
+        silent = time.monotonic() - self.last_heard
+        limit = self.config.heartbeat_interval * self.config.heartbeat_liveness
+        if silent > limit:
+            return False, f"broker silent for {silent:.1f} s"
+        return True, f"ready: {self.handled} requests handled"
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -245,7 +258,7 @@ class Worker:
                             break
                         sock.send_multipart(frames, copy=False)
                 if sock in events:
-                    last_heard = now
+                    last_heard = self.last_heard = now
                     while True:
                         try:
                             frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -417,3 +430,5 @@ class Worker:
         finally:
             self.handled += 1
             self.channels.pop(key, None)
+            if self.count_requests is not None:
+                self.count_requests()

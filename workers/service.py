@@ -23,6 +23,7 @@ from node.dimse.commands import (
     NSetRSP,
 )
 from workers.handlers.basic import handle_c_echo, handle_c_store, handle_n_service
+from workers.handlers.qr import with_builtin_query_retrieve
 from workers.handlers.query import handle_c_find
 from workers.handlers.retrieve import handle_c_get, handle_c_move
 
@@ -111,6 +112,7 @@ def handle_request(request: ServiceRequest, channel: Channel, handlers: Handlers
     name = type(request.command).__name__
     service = SERVICES.get(name)
     guarded = _GuardedChannel(channel)
+    handlers = with_builtin_query_retrieve(name, request.abstract_syntax, handlers)
     if service is None:
         log.warning("no service for %s", name)
         return

@@ -72,7 +72,22 @@ class ServerSettings:
     hooks: AssociationHooks = field(default_factory=AssociationHooks)
     #: Data sets larger than this are streamed to the dispatcher in chunks, never held whole.
     stream_threshold: int | None = 4 << 20
+    #: Told about associations and requests (node.observability.ServerObserver), or None.
+    observer: Any = None
     connection_wrapper: Callable[[Any], Any] | None = None
+
+
+def abort_category(reason: str) -> str:
+    """A low-cardinality label for why an association ended without a release."""
+    if reason.startswith("aborted by peer"):
+        return "peer"
+    if reason.startswith(("protocol error", "aborted:")):
+        return "protocol"
+    if "timeout" in reason or "ARTIM" in reason:
+        return "timeout"
+    if "shutting down" in reason:
+        return "shutdown"
+    return "connection_lost"
 
 
 class AcceptorServer:
@@ -192,6 +207,8 @@ class ServerAssociation(Connection):
             )
             self.close_reason = f"rejected: {decision.reason}"
             self.send_pdu(decision.pdu)
+            if settings.observer is not None:
+                settings.observer.association_rejected()
             AssociationHooks.fire(settings.hooks.rejected, self)
             return
         self.acceptance = decision
@@ -225,6 +242,8 @@ class ServerAssociation(Connection):
             else None,
         )
         self.send_pdu(decision.pdu)
+        if settings.observer is not None:
+            settings.observer.association_accepted()
         log.debug(
             "accepted association %d from %s (%s)",
             self.assoc_id,
@@ -243,6 +262,12 @@ class ServerAssociation(Connection):
 
     def on_closed(self, reason: str) -> None:
         self.server.associations.discard(self)
+        observer = self.settings.observer
+        if observer is not None and self.acceptance is not None:
+            if self.close_reason == "released":
+                observer.association_ended("released")
+            else:
+                observer.association_ended("aborted", abort_category(self.close_reason))
         dispatcher = self.settings.dispatcher
         for message_id in list(self.in_flight):
             dispatcher.cancel(self.assoc_id, message_id)
@@ -303,6 +328,8 @@ class ServerAssociation(Connection):
             if request is None:
                 return
             self.in_flight[request.message_id] = request
+            if self.settings.observer is not None:
+                self.settings.observer.request_started(request)
             stream = self.settings.dispatcher.open_stream(request, self)
             self._stream = (request, stream, bytearray(event.first_chunk))
             return
@@ -310,6 +337,8 @@ class ServerAssociation(Connection):
             return
         request, stream, pending = self._stream
         pending += event.data
+        if self.settings.observer is not None:
+            self.settings.observer.stream_bytes(len(event.data))
         if len(pending) >= STREAM_CHUNK or event.is_last:
             if stream.write(bytes(pending), event.is_last):
                 self.pause_reading()
@@ -324,6 +353,8 @@ class ServerAssociation(Connection):
 
     def _submit(self, request: ServiceRequest) -> None:
         self.in_flight[request.message_id] = request
+        if self.settings.observer is not None:
+            self.settings.observer.request_started(request)
         self.settings.dispatcher.submit(request, self)
 
     def provider_abort_unknown_context(self, context_id: int) -> None:
@@ -362,6 +393,10 @@ class ServerAssociation(Connection):
         self.send_message(request.context_id, response, dataset)
         if final:
             del self.in_flight[request.message_id]
+            if self.settings.observer is not None:
+                self.settings.observer.request_finished(
+                    request, int(getattr(response, "status", 0xC000))
+                )
             while self.queued and len(self.in_flight) < self.window:
                 self._submit(self.queued.popleft())
             if self._release_pending:

