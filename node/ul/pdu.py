@@ -324,12 +324,9 @@ def decode_pdata_from(view: memoryview, start: int, end: int) -> PDataTF:
 def _decode_associate_fixed(body: memoryview) -> tuple[int, str, str]:
     if len(body) < ASSOCIATE_FIXED.size:
         raise RemoteProtocolError("A-ASSOCIATE PDU shorter than its fixed fields")
+    # A version without bit 0 is decoded, not refused: the acceptor answers it with
+    # A-ASSOCIATE-RJ "protocol version not supported" (PS3.8 9.3.2, Table 9-21).
     version, _reserved, called, calling = ASSOCIATE_FIXED.unpack_from(body)
-    if not version & 1:
-        raise RemoteProtocolError(
-            f"protocol version 0x{version:04X} lacks bit 0 (version 1)",
-            AbortReason.INVALID_PDU_PARAMETER_VALUE,
-        )
     return version, called.decode("latin-1").rstrip(" "), calling.decode("latin-1").rstrip(" ")
 
 

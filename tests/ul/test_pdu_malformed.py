@@ -215,9 +215,14 @@ def test_associate_shorter_than_fixed_fields(pdu_type: int, size: int) -> None:
 
 
 @pytest.mark.parametrize("version", [0, 2, 0xFFFE])
-def test_protocol_version_without_bit_zero(version: int) -> None:
-    data = associate(0x01, APPLICATION, CONTEXT_RQ, USER, version=version)
-    expect(INVALID, f"protocol version 0x{version:04X}", decode_pdu, data)
+def test_protocol_version_without_bit_zero_is_decoded_for_the_acceptor_to_reject(
+    version: int,
+) -> None:
+    # PS3.8 Table 9-21: the answer is A-ASSOCIATE-RJ (protocol version not supported), which
+    # node.acse.negotiation sends; the decoder must not abort instead.
+    decoded = decode_pdu(associate(0x01, APPLICATION, CONTEXT_RQ, USER, version=version))
+    assert isinstance(decoded, AssociateRQ)
+    assert decoded.protocol_version == version
 
 
 def test_protocol_version_with_bit_zero_and_more_is_accepted() -> None:
