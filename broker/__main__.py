@@ -35,7 +35,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "dicomnode broker") -> i
         level=logging.DEBUG if config.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    server = BrokerServer(config)
+    try:
+        server = BrokerServer(config)
+    except ValueError as error:  # a CURVE key file that cannot be used
+        logger.error("%s", error)
+        return 1
     try:
         server.bind()
     except zmq.ZMQError as error:

@@ -29,6 +29,11 @@ class BrokerConfig:
     #: 0: info, 1 or more: debug (with a stats line every few seconds).
     verbose: int = 0
     metrics_port: int | None = None
+    #: CURVE (broker.curve): our key pair file (NAME.key_secret); None: no encryption.
+    curve_secret: str | None = None
+    #: CURVE: a folder of allowed client public keys (NAME.key); None: any client that knows
+    #: our public key may connect.
+    curve_clients: str | None = None
 
     def __post_init__(self) -> None:
         if not self.frontend or not self.backend:
@@ -41,6 +46,8 @@ class BrokerConfig:
             raise ValueError("heartbeat liveness must be at least 1")
         if self.max_queue < 0:
             raise ValueError("max queue must not be negative")
+        if self.curve_clients is not None and self.curve_secret is None:
+            raise ValueError("--curve-clients needs --curve-secret (the broker's key pair)")
 
 
 def build_parser(prog: str = "dicomnode broker") -> argparse.ArgumentParser:
@@ -70,6 +77,22 @@ def build_parser(prog: str = "dicomnode broker") -> argparse.ArgumentParser:
     parser.add_argument(
         "--metrics-port", type=int, default=None, help="serve /metrics, /healthz, /readyz"
     )
+    curve = parser.add_argument_group("CURVE encryption between hosts (ZeroMQ)")
+    curve.add_argument(
+        "--curve-secret",
+        metavar="FILE",
+        help="the broker's key pair (broker.key_secret from `dicomnode keys generate`)",
+    )
+    curve.add_argument(
+        "--curve-clients",
+        metavar="DIR",
+        help="accept only acceptors and workers whose public key (NAME.key) is in DIR",
+    )
+    curve.add_argument(
+        "--curve-keys",
+        metavar="DIR",
+        help="shorthand: DIR/broker.key_secret and the public keys in DIR",
+    )
     return parser
 
 
@@ -79,6 +102,11 @@ def parse_args(argv: Sequence[str], prog: str = "dicomnode broker") -> BrokerCon
     from node.config import parse_with_config
 
     namespace = parse_with_config(parser, list(argv))
+    from broker.curve import server_paths
+
+    curve_secret, curve_clients = server_paths(
+        namespace.curve_keys, namespace.curve_secret, namespace.curve_clients
+    )
     try:
         return BrokerConfig(
             frontend=namespace.frontend,
@@ -88,6 +116,8 @@ def parse_args(argv: Sequence[str], prog: str = "dicomnode broker") -> BrokerCon
             max_queue=namespace.max_queue,
             verbose=namespace.verbose,
             metrics_port=namespace.metrics_port,
+            curve_secret=curve_secret,
+            curve_clients=curve_clients,
         )
     except ValueError as error:
         parser.error(str(error))

@@ -25,6 +25,8 @@ from broker.routing import BrokerState, Fault, Notice, SendToAcceptor, SendToWor
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from zmq.auth.thread import ThreadAuthenticator
+
     from broker.config import BrokerConfig
     from broker.routing import Action, Frame
 
@@ -50,6 +52,14 @@ class BrokerServer:
     ) -> None:
         self.config = config
         self._clock = clock
+        curve: dict[str, bytes] | None = None
+        allowed = None
+        if config.curve_secret is not None:  # keys first: a bad file fails before any socket
+            from broker.curve import AllowedClients, server_keys
+
+            curve = server_keys(config.curve_secret)
+            if config.curve_clients is not None:
+                allowed = AllowedClients(config.curve_clients)
         self._own_context = context is None
         self._context: zmq.Context[zmq.Socket[bytes]] = context or zmq.Context()
         self.state = BrokerState(
@@ -58,8 +68,14 @@ class BrokerServer:
             max_queue=config.max_queue,
             now=clock(),
         )
-        self.frontend = self._router()
-        self.backend = self._router()
+        #: The ZAP handler checking CURVE client keys (broker.curve), when configured.
+        self._authenticator: ThreadAuthenticator | None = None
+        if allowed is not None:
+            from broker.curve import start_authenticator
+
+            self._authenticator = start_authenticator(self._context, allowed)
+        self.frontend = self._router(curve)
+        self.backend = self._router(curve)
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._wake_reader.setblocking(False)
         self._wake_writer.setblocking(False)
@@ -71,11 +87,15 @@ class BrokerServer:
         #: Fault kind -> (when last logged, how many were not logged since).
         self._fault_log: dict[str, tuple[float, int]] = {}
 
-    def _router(self) -> zmq.Socket[bytes]:
+    def _router(self, curve: dict[str, bytes] | None) -> zmq.Socket[bytes]:
         router = self._context.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 0)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a peer that reconnects keeps its identity
+        if curve is not None:
+            from broker.curve import make_server
+
+            make_server(router, curve)
         return router
 
     def bind(self) -> tuple[str, str]:
@@ -111,6 +131,8 @@ class BrokerServer:
         self.backend.close(linger=0)
         self._wake_reader.close()
         self._wake_writer.close()
+        if self._authenticator is not None:
+            self._authenticator.stop()
         if self._own_context:
             self._context.term()
 

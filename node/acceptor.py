@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -23,6 +24,7 @@ from node.presets import (
 )
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Sequence
 
 log = logging.getLogger("dicomnode.acceptor")
@@ -56,7 +58,8 @@ def build_server_ae(
 
 
 def add_access_options(parser: argparse.ArgumentParser) -> None:
-    """Who may associate (PS3.8 A-ASSOCIATE-RJ reasons 3 and 7)."""
+    """Who may associate (PS3.8 A-ASSOCIATE-RJ reasons 2, 3 and 7; PS3.7 D.3.3.7) and
+    DICOM over TLS (PS3.15 B.x)."""
     parser.add_argument(
         "--require-called-aet",
         action="store_true",
@@ -69,11 +72,98 @@ def add_access_options(parser: argparse.ArgumentParser) -> None:
         metavar="AET",
         help="accept only these calling AE titles (repeatable)",
     )
+    parser.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="AET=NETWORK[,NETWORK]",
+        help="accept calling AE title AET only from these addresses or CIDR networks "
+        "(repeatable; AET '*' binds every title not named)",
+    )
+    parser.add_argument(
+        "--max-per-aet",
+        type=int,
+        default=None,
+        metavar="N",
+        help="at most N associations at once from one calling AE title (per acceptor process)",
+    )
+    parser.add_argument(
+        "--users",
+        metavar="FILE",
+        help="require a username and password (User Identity) found in FILE "
+        "(lines user:password or user:$scrypt$..., see `dicomnode users add`)",
+    )
+    tls = parser.add_argument_group("DICOM over TLS (PS3.15 BCP 195 profiles, TLS 1.2+)")
+    tls.add_argument(
+        "--tls-cert", dest="tls_certificate", metavar="FILE", help="our certificate chain (PEM)"
+    )
+    tls.add_argument("--tls-key", dest="tls_key", metavar="FILE", help="its private key (PEM)")
+    tls.add_argument(
+        "--tls-ca",
+        dest="tls_ca",
+        metavar="FILE",
+        help="trusted CA certificates (PEM): clients must present a certificate they issued "
+        "(mutual TLS)",
+    )
+
+
+def parse_allow(values: Sequence[str]) -> dict[str, list[str]]:
+    """`--allow AET=NETWORK[,NETWORK]` values as `AE.calling_aet_networks`."""
+    bindings: dict[str, list[str]] = {}
+    for value in values:
+        title, separator, networks = str(value).partition("=")
+        listed = [network.strip() for network in networks.split(",") if network.strip()]
+        if not separator or not title.strip() or not listed:
+            raise ValueError(f"--allow {value!r}: expected AET=NETWORK[,NETWORK]")
+        bindings.setdefault(title.strip(), []).extend(listed)
+    return bindings
 
 
 def apply_access_options(ae: AE, args: argparse.Namespace) -> None:
+    """Put the options of add_access_options() (TLS aside) on `ae`; ValueError or OSError
+    with a one-line message when one cannot be used."""
     ae.require_called_aet = bool(args.require_called_aet)
     ae.require_calling_aet = list(args.require_calling_aet)
+    ae.calling_aet_networks = parse_allow(args.allow)
+    ae.maximum_associations_per_aet = args.max_per_aet
+    if args.users:
+        from node.users import UserTable
+
+        users = UserTable.load(args.users)
+        if not len(users):
+            raise ValueError(f"--users {args.users}: no user in the file")
+        ae.on_user_identity = users.on_user_identity
+        ae.require_user_identity = True
+
+
+def tls_server_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The SSL context of --tls-cert/--tls-key/--tls-ca, or None without --tls-cert."""
+    if args.tls_certificate is None:
+        if args.tls_key is not None or args.tls_ca is not None:
+            raise ValueError("--tls-key and --tls-ca need --tls-cert")
+        return None
+    from node.tls import server_context
+
+    return server_context(args.tls_certificate, args.tls_key, args.tls_ca)
+
+
+def forwarded_access_arguments(args: argparse.Namespace) -> list[str]:
+    """The options of add_access_options() beyond --require-called/calling-aet, as the
+    acceptor processes of `serve --workers N` take them."""
+    forwarded: list[str] = []
+    for value in args.allow:
+        forwarded += ["--allow", str(value)]
+    if args.max_per_aet is not None:
+        forwarded += ["--max-per-aet", str(args.max_per_aet)]
+    for option, value in (
+        ("--users", args.users),
+        ("--tls-cert", args.tls_certificate),
+        ("--tls-key", args.tls_key),
+        ("--tls-ca", args.tls_ca),
+    ):
+        if value is not None:
+            forwarded += [option, os.path.abspath(value)]
+    return forwarded
 
 
 def install_drain(ae: AE, grace: float) -> None:
@@ -99,6 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--acse-timeout", type=float, default=30.0)
     parser.add_argument("--network-timeout", type=float, default=60.0)
     add_access_options(parser)
+    parser.add_argument(
+        "--local-echo",
+        action="store_true",
+        help="answer C-ECHO here (when no worker has a custom echo handler)",
+    )
+    from broker.curve import add_client_options
+
+    add_client_options(parser)
     parser.add_argument(
         "--metrics-port",
         type=int,
@@ -135,13 +233,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         maximum_associations=args.max_associations,
         maximum_pdu=args.max_pdu,
     )
-    apply_access_options(ae, args)
+    from broker.curve import client_keys_from_args
+
+    try:
+        apply_access_options(ae, args)
+        ssl_context = tls_server_context(args)
+        curve = client_keys_from_args(args)
+    except (ValueError, OSError) as error:
+        print(f"dicomnode acceptor: {error}", file=sys.stderr)
+        return 2
+    ae.local_echo = True if args.local_echo else None
     ae.dimse_timeout = args.dimse_timeout
     ae.acse_timeout = args.acse_timeout
     ae.network_timeout = args.network_timeout
     install_drain(ae, args.drain_timeout)
     ae.start(
-        block=True, broker=args.broker, reuse_port=args.reuse_port, metrics_port=args.metrics_port
+        block=True,
+        broker=args.broker,
+        reuse_port=args.reuse_port,
+        metrics_port=args.metrics_port,
+        ssl_context=ssl_context,
+        curve=curve,
     )
     return 0
 

@@ -13,6 +13,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from node import evt
+from node.acse.access import parse_network_bindings
 from node.acse.contexts import (
     PresentationContext,
     validate_ae_title,
@@ -35,7 +36,7 @@ from workers.handlers.common import Handlers
 
 if TYPE_CHECKING:
     import ssl as ssl_module
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
 log = logging.getLogger("dicomnode.ae")
 
@@ -113,6 +114,11 @@ class ApplicationEntity:
         self._maximum_pdu_size = 16382
         self._require_calling_aet: list[bytes] = []
         self.require_called_aet = False
+        self._calling_aet_networks: dict[str, list[str]] = {}
+        self._maximum_associations_per_aet: int | None = None
+        #: Reject associations that propose no User Identity (PS3.7 D.3.3.7); the identity
+        #: itself is checked by on_user_identity / EVT_USER_ID.
+        self.require_user_identity = False
         self._implementation_class_uid = IMPLEMENTATION_CLASS_UID
         self._implementation_version_name: str | None = IMPLEMENTATION_VERSION_NAME
         self._supported_contexts: dict[str, PresentationContext] = {}
@@ -144,6 +150,9 @@ class ApplicationEntity:
         self._server: AcceptorServer | None = None
         self._dispatcher: Any = None
         self._client_associations: list[Association] = []
+        #: True: the acceptor answers C-ECHO itself; False: always the handlers; None (default):
+        #: itself when no echo callback is set and handlers run in this process.
+        self.local_echo: bool | None = None
         self._cluster: Any = None
         self._health: Any = None
         self._draining = False
@@ -227,6 +236,40 @@ class ApplicationEntity:
         self._require_calling_aet = [
             _title(title, "require_calling_aet").encode("ascii") for title in value
         ]
+
+    @property
+    def calling_aet_networks(self) -> dict[str, list[str]]:
+        """Calling AE title -> the networks it may associate from ("10.0.0.0/8", "192.0.2.7",
+        IPv6 too); the key "*" binds every title not listed. Others are rejected with
+        calling AE title not recognized (PS3.8 Table 9-21). Empty: no address check."""
+        return {title: list(networks) for title, networks in self._calling_aet_networks.items()}
+
+    @calling_aet_networks.setter
+    def calling_aet_networks(self, value: Mapping[str, str | Sequence[str]]) -> None:
+        bindings: dict[str, list[str]] = {}
+        for title, networks in value.items():
+            key: object = title  # AE titles may come as bytes, as elsewhere in this API
+            name = key.decode("ascii") if isinstance(key, bytes) else str(key)
+            listed = [networks] if isinstance(networks, str) else [str(n) for n in networks]
+            bindings[name.strip()] = listed
+        parse_network_bindings(bindings)  # ValueError naming the bad title or network
+        self._calling_aet_networks = bindings
+
+    @property
+    def maximum_associations_per_aet(self) -> int | None:
+        """At most this many associations at once from one calling AE title (per acceptor
+        process); more are rejected transient, local limit exceeded. None: no limit."""
+        return self._maximum_associations_per_aet
+
+    @maximum_associations_per_aet.setter
+    def maximum_associations_per_aet(self, value: int | None) -> None:
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ValueError(
+                f"maximum_associations_per_aet must be None or a positive integer, not {value!r}"
+            )
+        self._maximum_associations_per_aet = value
 
     @property
     def implementation_class_uid(self) -> str:
@@ -413,6 +456,11 @@ class ApplicationEntity:
             on_sop_class_extended=self.on_sop_class_extended,
             on_sop_class_common_extended=self.on_sop_class_common_extended,
             on_user_identity=identity_hook,
+            calling_aet_networks={
+                title: tuple(networks) for title, networks in self._calling_aet_networks.items()
+            },
+            maximum_associations_per_aet=self._maximum_associations_per_aet,
+            require_user_identity=self.require_user_identity,
         )
 
     def _user_identity(self, item: UserIdentityRQSubItem) -> tuple[bool, bytes | None]:
@@ -455,8 +503,13 @@ class ApplicationEntity:
         reuse_port: bool = False,
         broker: str | None = None,
         metrics_port: int | None = None,
+        curve: dict[str, bytes] | None = None,
     ) -> None:
         """Listen on `bind_addr:port` as SCP. Blocks until stop() unless block=False.
+
+        `ssl_context` (a server context, see node.tls.server_context) makes the port speak
+        DICOM over TLS (PS3.15 B.x). `curve` ({"public", "secret", "server"} keys, see
+        broker.curve.client_keys) encrypts and authenticates the link to `broker`.
 
         With workers=0 (and no broker) the service callbacks run on a thread pool of this
         process. With `broker`, requests go to the worker processes behind that ZeroMQ
@@ -480,7 +533,7 @@ class ApplicationEntity:
         if broker is not None:
             from node.bridge import ZmqDispatcher
 
-            dispatcher = ZmqDispatcher(broker)
+            dispatcher = ZmqDispatcher(broker, curve=curve)
         else:
             dispatcher = ThreadDispatcher(
                 self._handlers(),
@@ -504,6 +557,7 @@ class ApplicationEntity:
             network_timeout=self._network_timeout,
             maximum_pdu_size=self._maximum_pdu_size,
             hooks=self._hooks(),
+            local_echo=(lambda: self._echo_locally(broker is not None)),
         )
         server = AcceptorServer(settings)
 
@@ -554,6 +608,16 @@ class ApplicationEntity:
         cluster.start()
         self._cluster = cluster
         return cluster.frontend
+
+    def _echo_locally(self, remote: bool) -> bool:
+        """Whether the acceptor answers C-ECHO itself: when told to (local_echo=True), or by
+        default when no echo callback exists here and the handlers run in this process."""
+        if self.local_echo is not None:
+            return bool(self.local_echo)
+        custom = getattr(self, "on_c_echo", None) is not None or bool(
+            self._event_handlers.get(evt.EVT_C_ECHO)
+        )
+        return not remote and not custom
 
     def _readiness(self) -> tuple[bool, str]:
         if self._draining:
@@ -638,12 +702,25 @@ class ApplicationEntity:
         ext_neg: Sequence[Any] | None = None,
         evt_handlers: Sequence[tuple[Any, ...]] = (),
         tls_args: tuple[ssl_module.SSLContext, str | None] | None = None,
+        bind_address: tuple[str, int] | None = None,
     ) -> Association:
-        """Request an association with the peer at addr:port (blocking, seed API)."""
+        """Request an association with the peer at addr:port (blocking, seed API).
+
+        `tls_args` = (client SSL context, expected server host name or None for `addr`) for
+        DICOM over TLS; `bind_address` = (local address, local port or 0) for our end.
+        """
         runner = self._runner_loop()
         inner = runner.run(
             self.associate_async(
-                addr, port, contexts, ae_title, max_pdu, ext_neg, evt_handlers, tls_args
+                addr,
+                port,
+                contexts,
+                ae_title,
+                max_pdu,
+                ext_neg,
+                evt_handlers,
+                tls_args,
+                bind_address=bind_address,
             )
         )
         association = Association(inner, runner)
@@ -661,6 +738,8 @@ class ApplicationEntity:
         ext_neg: Sequence[Any] | None = None,
         evt_handlers: Sequence[tuple[Any, ...]] = (),
         tls_args: tuple[ssl_module.SSLContext, str | None] | None = None,
+        *,
+        bind_address: tuple[str, int] | None = None,
     ) -> AsyncAssociation:
         """Request an association; usable on any event loop (`async with`)."""
         if not isinstance(addr, str):
@@ -728,6 +807,7 @@ class ApplicationEntity:
             settings,
             ssl=ssl_context,
             server_hostname=hostname or addr,
+            local_addr=bind_address,
             cls=AsyncAssociation,
         )
 

@@ -62,6 +62,29 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--acse-timeout", type=_positive_float, default=30.0)
     parser.add_argument("--dimse-timeout", type=_positive_float, default=None)
     parser.add_argument("-v", "--verbose", action="count", default=0)
+    tls = parser.add_argument_group("DICOM over TLS (PS3.15 BCP 195 profiles, TLS 1.2+)")
+    tls.add_argument(
+        "--tls", action="store_true", help="connect with TLS (implied by the options below)"
+    )
+    tls.add_argument(
+        "--tls-ca",
+        dest="tls_ca",
+        metavar="FILE",
+        help="CA certificates (PEM) the peer's certificate must chain to "
+        "(default: the system's trusted authorities)",
+    )
+    tls.add_argument(
+        "--tls-cert",
+        dest="tls_certificate",
+        metavar="FILE",
+        help="our client certificate (PEM), for peers that require one",
+    )
+    tls.add_argument("--tls-key", dest="tls_key", metavar="FILE", help="its private key (PEM)")
+    tls.add_argument(
+        "--tls-server-name",
+        metavar="NAME",
+        help="the name the peer's certificate must carry (default: HOST)",
+    )
 
 
 def _query_keys(parser: argparse.ArgumentParser) -> None:
@@ -110,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers",
         type=int,
-        default=0,
-        help="worker processes (0 = handlers in the acceptor process)",
+        default=max(1, os.cpu_count() or 1),
+        help="worker processes (default: one per CPU; 0 = everything in one process)",
     )
     serve.add_argument("--acceptors", type=int, default=1, help="acceptor processes")
     serve.add_argument(
@@ -162,6 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--no-fsync", action="store_true", help="do not fsync stored files (faster, not durable)"
     )
+    serve.add_argument(
+        "--index",
+        default=None,
+        metavar="URL",
+        help="index database: a postgresql:// URL (default: SQLite in DATA_DIR/index.sqlite)",
+    )
+    serve.add_argument(
+        "--study-stable-seconds",
+        type=_positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="call on_study_stable (--handlers) for a study that got no instance this long",
+    )
     serve.add_argument("-v", "--verbose", action="count", default=0)
 
     echo = commands.add_parser("echo", help="C-ECHO a peer")
@@ -194,6 +230,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rebuild.add_argument("data_dir", metavar="DATA_DIR", help="the node's data directory")
     rebuild.add_argument("-v", "--verbose", action="count", default=0)
+
+    users = commands.add_parser("users", help="maintain a users file (serve/acceptor --users)")
+    users_actions = users.add_subparsers(dest="users_action", required=True)
+    add_user = users_actions.add_parser(
+        "add",
+        help="add USER (or replace its password) with a scrypt-hashed password; the password "
+        "is read from the terminal, or from the first line of standard input",
+    )
+    add_user.add_argument("file", metavar="FILE", help="the users file (created 0600)")
+    add_user.add_argument("user", metavar="USER")
+    add_user.add_argument("-v", "--verbose", action="count", default=0)
+
+    keys = commands.add_parser("keys", help="ZeroMQ CURVE keys for the links between hosts")
+    keys_actions = keys.add_subparsers(dest="keys_action", required=True)
+    generate = keys_actions.add_parser(
+        "generate",
+        help="write NAME.key (public) and NAME.key_secret (pair) for each NAME "
+        "(default: broker and client)",
+    )
+    generate.add_argument("directory", metavar="DIR")
+    generate.add_argument(
+        "--name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a key pair to write (repeatable)",
+    )
+    generate.add_argument("-v", "--verbose", action="count", default=0)
 
     for role in ("broker", "worker", "acceptor"):
         sub = commands.add_parser(
@@ -236,9 +300,24 @@ def _ae(args: argparse.Namespace) -> Any:
     return ae
 
 
+def _tls_args(args: argparse.Namespace) -> Any:
+    """(client SSL context, server name) when a TLS option is given, else None."""
+    if not (args.tls or args.tls_ca or args.tls_certificate or args.tls_key):
+        return None
+    from node.tls import client_context
+
+    return client_context(args.tls_ca, args.tls_certificate, args.tls_key), args.tls_server_name
+
+
 def _associate(ae: Any, args: argparse.Namespace, **kwargs: Any) -> Any:
+    tls_args = _tls_args(args)
     association = ae.associate(
-        args.host, args.port, ae_title=args.aec, max_pdu=args.max_pdu, **kwargs
+        args.host,
+        args.port,
+        ae_title=args.aec,
+        max_pdu=args.max_pdu,
+        tls_args=tls_args,
+        **kwargs,
     )
     if association.is_rejected:
         rejection = association._inner.rejection
@@ -247,7 +326,12 @@ def _associate(ae: Any, args: argparse.Namespace, **kwargs: Any) -> Any:
             f"{rejection.result}, source {rejection.source}, reason {rejection.reason})"
         )
     if not association.is_established:
-        raise CommandError(f"could not associate with {args.host}:{args.port}")
+        reason = association._inner.failure_reason
+        raise CommandError(
+            f"could not associate with {args.host}:{args.port}"
+            + (" over TLS" if tls_args else "")
+            + (f": {reason}" if reason else "")
+        )
     return association
 
 
@@ -461,7 +545,13 @@ class _FlatStore:
         self.folder = folder  # no FileStore here: it would leave an empty objects/ folder
 
     def store(
-        self, sop_class: str, sop_instance: str, syntax: str, data: bytes, source: str = ""
+        self,
+        sop_class: str,
+        sop_instance: str,
+        syntax: str,
+        data: bytes,
+        source: str = "",
+        **_options: Any,
     ) -> Any:
         from node.ae import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
         from workers.store.files import checked_uid, file_meta
@@ -512,9 +602,15 @@ def command_serve(args: argparse.Namespace) -> int:
         ),
         flush=True,
     )
+    from node.acceptor import forwarded_access_arguments, tls_server_context
+
+    ssl_context = tls_server_context(args)  # a bad certificate or key fails here, at once
     if args.workers:
+        from node.acceptor import apply_access_options as check_access_options
+        from node.ae import AE
         from node.cluster import Cluster, ClusterConfig
 
+        check_access_options(AE(args.ae_title), args)  # the acceptors would fail one by one
         cluster = Cluster(
             ClusterConfig(
                 ae_title=args.ae_title,
@@ -538,6 +634,9 @@ def command_serve(args: argparse.Namespace) -> int:
                 drain_timeout=args.drain_timeout,
                 require_called_aet=args.require_called_aet,
                 require_calling_aet=list(args.require_calling_aet),
+                index=args.index,
+                study_stable_seconds=args.study_stable_seconds,
+                acceptor_arguments=forwarded_access_arguments(args),
             )
         )
         return cluster.run()
@@ -558,9 +657,27 @@ def command_serve(args: argparse.Namespace) -> int:
     ae.acse_timeout = args.acse_timeout
     ae.network_timeout = args.network_timeout
     ae.dimse_timeout = args.dimse_timeout
-    ae.file_store = IndexedFileStore(args.data_dir, fsync=not args.no_fsync)
+    index = None
+    if args.index:
+        from workers.store.index import Index
+
+        index = Index.open(args.data_dir, synchronous="NORMAL", database=args.index)
+    ae.file_store = IndexedFileStore(args.data_dir, fsync=not args.no_fsync, index=index)
+    monitor = None
+    if args.study_stable_seconds:
+        import importlib
+
+        from workers.store.stable import start_monitor
+
+        module = importlib.import_module(args.handlers) if args.handlers else None
+        callback = getattr(module, "on_study_stable", None)
+        monitor = start_monitor(ae.file_store.index, args.study_stable_seconds, callback)
     install_drain(ae, args.drain_timeout)
-    ae.start(block=True, metrics_port=args.metrics_port)
+    try:
+        ae.start(block=True, metrics_port=args.metrics_port, ssl_context=ssl_context)
+    finally:
+        if monitor is not None:
+            monitor.stop()
     return 0
 
 
@@ -583,7 +700,39 @@ def command_index(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if report.unreadable else 0
 
 
+def _read_new_password() -> str:
+    if sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Password again: ") != password:
+            raise CommandError("the passwords differ")
+        return password
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def command_users(args: argparse.Namespace) -> int:
+    """`dicomnode users add FILE USER`: a hashed entry (node.users) for --users FILE."""
+    from node.users import add_user
+
+    replaced = add_user(args.file, args.user, _read_new_password())
+    print(f"{'replaced' if replaced else 'added'} user {args.user} in {args.file}")
+    return 0
+
+
+def command_keys(args: argparse.Namespace) -> int:
+    """`dicomnode keys generate DIR`: CURVE key pairs (broker.curve) for --curve-* options."""
+    from broker.curve import CLIENT_NAME, SERVER_NAME, generate_keys
+
+    names = args.name or [SERVER_NAME, CLIENT_NAME]
+    for path in generate_keys(args.directory, names):
+        print(path)
+    return 0
+
+
 COMMANDS = {
+    "users": command_users,
+    "keys": command_keys,
     "index": command_index,
     "serve": command_serve,
     "echo": command_echo,

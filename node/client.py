@@ -208,6 +208,8 @@ class AssociationBase:
         self.is_aborted = False
         self.is_released = False
         self.rejection: AssociateRJ | None = None
+        #: Why the association never got established (connection or TLS failure), for users.
+        self.failure_reason: str | None = None
         self.accepted_contexts: list[NegotiatedContext] = []
         self.rejected_contexts: list[NegotiatedContext] = []
         self.acceptance: Any = None
@@ -229,6 +231,7 @@ class AssociationBase:
             answer = await asyncio.wait_for(asyncio.shield(connection.response), timeout)
         except (AssociationError, ConnectionError) as error:
             self.is_aborted = True
+            self.failure_reason = str(error)
             log.info("association request failed: %s", error)
             return
         except TimeoutError:
@@ -388,9 +391,14 @@ async def open_association(
     *,
     ssl: ssl_module.SSLContext | None = None,
     server_hostname: str | None = None,
+    local_addr: tuple[str, int] | None = None,
     cls: type[AssociationT] = AssociationBase,  # type: ignore[assignment]
 ) -> AssociationT:
-    """Connect and negotiate; the result says is_established / is_rejected / is_aborted."""
+    """Connect and negotiate; the result says is_established / is_rejected / is_aborted.
+
+    With `ssl` the connection is TLS (PS3.15 B.x) and the peer's certificate is checked for
+    `server_hostname` when the context checks host names; `local_addr` binds our end.
+    """
     loop = asyncio.get_running_loop()
     try:
         _transport, connection = await asyncio.wait_for(
@@ -400,6 +408,7 @@ async def open_association(
                 port,
                 ssl=ssl,
                 server_hostname=server_hostname if ssl else None,
+                local_addr=local_addr,
             ),
             settings.acse_timeout,
         )
@@ -407,6 +416,7 @@ async def open_association(
         log.info("could not connect to %s:%s: %s", host, port, error)
         failed = cls(None, request.calling_ae_title)
         failed.is_aborted = True
+        failed.failure_reason = str(error) or type(error).__name__
         return failed
     association = cls(connection, request.calling_ae_title)
     await association._establish()

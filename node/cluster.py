@@ -43,6 +43,13 @@ class ClusterConfig:
     drain_timeout: float = 30.0
     require_called_aet: bool = False
     require_calling_aet: list[str] = field(default_factory=list)
+    #: The index database of the workers (a postgresql:// URL), None for DATA_DIR's SQLite.
+    index: str | None = None
+    #: Quiet period (s) after which a study raises on_study_stable, None for never.
+    study_stable_seconds: float | None = None
+    #: More acceptor options, as node.acceptor.forwarded_access_arguments() writes them
+    #: (network bindings, per-AE limits, users file, TLS).
+    acceptor_arguments: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -51,6 +58,22 @@ class _Role:
     command: list[str]
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+
+
+def _custom_echo(module_name: str | None) -> bool:
+    """Whether the workers' handlers module answers C-ECHO itself."""
+    if not module_name:
+        return False
+    import importlib
+
+    from node import evt
+
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return True  # cannot tell: let the workers answer
+    events = {item[0] for item in getattr(module, "evt_handlers", ())}
+    return hasattr(module, "on_c_echo") or evt.EVT_C_ECHO in events
 
 
 class Cluster:
@@ -106,6 +129,10 @@ class Cluster:
             worker.append("--no-fsync")
         if config.handlers_module:
             worker += ["--handlers", config.handlers_module]
+        if config.index:
+            worker += ["--index", config.index]
+        if config.study_stable_seconds:
+            worker += ["--study-stable-seconds", str(config.study_stable_seconds)]
         base = config.metrics_port
         roles += [
             _Role(
@@ -143,10 +170,13 @@ class Cluster:
         if config.dimse_timeout is not None:
             acceptor += ["--dimse-timeout", str(config.dimse_timeout)]
         acceptor += ["--drain-timeout", str(config.drain_timeout)]
+        if not _custom_echo(config.handlers_module):
+            acceptor.append("--local-echo")  # built-in Verification: the acceptor answers
         if config.require_called_aet:
             acceptor.append("--require-called-aet")
         for title in config.require_calling_aet:
             acceptor += ["--require-calling-aet", title]
+        acceptor += config.acceptor_arguments
         roles += [
             _Role(f"acceptor-{i}", acceptor + (["--metrics-port", str(base + i)] if base else []))
             for i in range(config.acceptors)

@@ -40,10 +40,15 @@ KEYS: dict[tuple[str, str], str] = {
     ("broker", "max_queue"): "max_queue",
     ("metrics", "port"): "metrics_port",
     ("security", "curve_keys"): "curve_keys",
+    ("security", "curve_secret"): "curve_secret",
+    ("security", "curve_server_public"): "curve_server_public",
+    ("security", "curve_clients"): "curve_clients",
     ("security", "tls_certificate"): "tls_certificate",
     ("security", "tls_key"): "tls_key",
     ("security", "tls_ca"): "tls_ca",
     ("security", "users"): "users",
+    ("security", "allow"): "allow",
+    ("security", "maximum_associations_per_aet"): "max_per_aet",
 }
 
 

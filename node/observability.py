@@ -53,6 +53,9 @@ BROKER_RETRIES = Gauge("dicomnode_broker_retries_total", "Requests sent to anoth
 WORKER_RESTARTS = Counter(
     "dicomnode_worker_restarts_total", "Role processes restarted by the supervisor", ["role"]
 )
+STUDIES_STABLE = Counter(
+    "dicomnode_studies_stable_total", "Study-stable events fired (studies quiet long enough)"
+)
 
 
 def _status_class(status: int) -> str:

@@ -46,3 +46,11 @@ def dicom_folder(tmp_path: Path, datasets: list[Dataset]) -> Path:
     folder = tmp_path / "in"
     write_datasets(datasets, folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A CA with server, client and rogue-CA client certificates (tests.certificates)."""
+    from tests.certificates import make_tls_files
+
+    return make_tls_files(tmp_path_factory.mktemp("tls"))

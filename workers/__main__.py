@@ -33,6 +33,7 @@ _CALLBACKS = (
     "on_n_event_report",
     "on_n_get",
     "on_n_set",
+    "on_study_stable",
 )
 
 
@@ -48,6 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicomnode worker", description="dicomnode worker")
     parser.add_argument("--broker", required=True, help="broker backend endpoint")
     parser.add_argument("--data-dir", help="storage directory (built-in storage)")
+    parser.add_argument(
+        "--index",
+        default=None,
+        metavar="URL",
+        help="index database: a postgresql:// URL (default: SQLite in DATA_DIR/index.sqlite)",
+    )
+    parser.add_argument(
+        "--study-stable-seconds",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="raise on_study_stable for a study quiet this long (needs --data-dir)",
+    )
     parser.add_argument("--handlers", help="module with on_c_* callbacks / evt_handlers")
     parser.add_argument(
         "--callback",
@@ -77,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve /metrics, /healthz and /readyz on this port",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0)
+    from broker.curve import add_client_options
+
+    add_client_options(parser)
     return parser
 
 
@@ -93,9 +110,7 @@ def load_handlers(args: argparse.Namespace) -> Handlers:
         handlers.file_store = FileStore(args.data_dir, fsync=not args.no_fsync)
         from workers.store.index import Index
 
-        handlers.index = Index.open(
-            args.data_dir, synchronous="NORMAL" if args.no_fsync else "FULL"
-        )
+        handlers.index = Index.open(args.data_dir, synchronous="NORMAL", database=args.index)
     if args.handlers:
         module = importlib.import_module(args.handlers)
         for name in _CALLBACKS:
@@ -172,16 +187,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.processes > 1:
         return _supervise(args_list, args.processes)
+    from broker.curve import client_keys_from_args
     from workers.runtime import Worker, WorkerConfig
 
     try:
-        handlers = load_handlers(args)
-    except (ImportError, AttributeError, OSError) as error:
+        curve = client_keys_from_args(args)
+    except ValueError as error:
         print(f"dicomnode worker: {error}", file=sys.stderr)
         return 1
+    try:
+        handlers = load_handlers(args)
+    except (ImportError, AttributeError, OSError, ValueError) as error:
+        print(f"dicomnode worker: {error}", file=sys.stderr)
+        return 1
+    monitor = None
+    if args.study_stable_seconds and handlers.index is None:
+        log.warning("--study-stable-seconds needs --data-dir (the index): no study-stable events")
+    elif args.study_stable_seconds:
+        from workers.store.stable import start_monitor
+
+        monitor = start_monitor(handlers.index, args.study_stable_seconds, handlers.on_study_stable)
     worker = Worker(
         WorkerConfig(
-            broker=args.broker, threads=args.threads, heartbeat_interval=args.heartbeat_interval
+            broker=args.broker,
+            threads=args.threads,
+            heartbeat_interval=args.heartbeat_interval,
+            curve=curve,
         ),
         handlers,
     )
@@ -196,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         worker.run()
     finally:
+        if monitor is not None:
+            monitor.stop()
         if health is not None:
             health.close()
     return 0

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from node import evt
 from node.dimse.commands import (
     CEchoRSP,
     CFindRSP,
@@ -23,6 +24,13 @@ from node.dimse.commands import (
     NSetRSP,
 )
 from workers.handlers.basic import handle_c_echo, handle_c_store, handle_n_service
+from workers.handlers.commitment import STORAGE_COMMITMENT_PUSH, handle_commitment_action
+from workers.handlers.mpps import (
+    MPPS_SOP_CLASSES,
+    handle_mpps_create,
+    handle_mpps_get,
+    handle_mpps_set,
+)
 from workers.handlers.qr import with_builtin_query_retrieve
 from workers.handlers.query import handle_c_find
 from workers.handlers.retrieve import handle_c_get, handle_c_move
@@ -62,6 +70,13 @@ RESPONSES: dict[str, type] = {
     "NEventReportRQ": NEventReportRSP,
     "NGetRQ": NGetRSP,
     "NSetRQ": NSetRSP,
+}
+
+_EVENTS = {
+    "on_n_action": evt.EVT_N_ACTION,
+    "on_n_create": evt.EVT_N_CREATE,
+    "on_n_set": evt.EVT_N_SET,
+    "on_n_get": evt.EVT_N_GET,
 }
 
 PROCESSING_FAILURE = 0x0110
@@ -107,10 +122,35 @@ def failure_response(request: ServiceRequest, status: int, comment: str) -> Any:
     return response_class(**fields)
 
 
+def _bound(handlers: Handlers, *names: str) -> bool:
+    """True when the user bound a callback or an event handler for any of these services."""
+    return any(
+        getattr(handlers, name) is not None or _EVENTS[name] in handlers.events for name in names
+    )
+
+
+def builtin_service(name: str, sop_class_uid: str, handlers: Handlers) -> ServiceHandler | None:
+    """The built-in Storage Commitment (PS3.4 J) or MPPS (PS3.4 F) SCP for this request, when
+    an index exists and the user bound no handler of their own for it; else None."""
+    from workers.handlers.qr import index_of
+
+    chosen: ServiceHandler | None = None
+    if sop_class_uid == STORAGE_COMMITMENT_PUSH and name == "NActionRQ":
+        chosen = None if _bound(handlers, "on_n_action") else handle_commitment_action
+    elif sop_class_uid in MPPS_SOP_CLASSES and not _bound(handlers, "on_n_create", "on_n_set"):
+        if name == "NCreateRQ":
+            chosen = handle_mpps_create
+        elif name == "NSetRQ":
+            chosen = handle_mpps_set
+        elif name == "NGetRQ" and not _bound(handlers, "on_n_get"):
+            chosen = handle_mpps_get
+    return chosen if chosen is not None and index_of(handlers) is not None else None
+
+
 def handle_request(request: ServiceRequest, channel: Channel, handlers: Handlers) -> None:
     """Serve `request`; always ends with one final response on `channel`."""
     name = type(request.command).__name__
-    service = SERVICES.get(name)
+    service = builtin_service(name, request.abstract_syntax, handlers) or SERVICES.get(name)
     guarded = _GuardedChannel(channel)
     handlers = with_builtin_query_retrieve(name, request.abstract_syntax, handlers)
     if service is None:

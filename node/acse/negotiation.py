@@ -12,6 +12,16 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
+from node.acse.access import (
+    Network,
+    check_association,
+    parse_network_bindings,
+    reject,
+    title_from_wire,
+)
+from node.acse.access import (
+    Rejection as Rejection,  # re-exported: part of this module's answer
+)
 from node.acse.contexts import (
     MAXIMUM_UINT16,
     MAXIMUM_UINT32,
@@ -23,7 +33,6 @@ from node.acse.contexts import (
     validate_uid,
 )
 from node.ul.items import (
-    DICOM_APPLICATION_CONTEXT,
     AsynchronousOperationsWindowSubItem,
     ImplementationClassUIDSubItem,
     ImplementationVersionNameSubItem,
@@ -41,7 +50,6 @@ from node.ul.items import (
 )
 from node.ul.pdu import (
     AssociateAC,
-    AssociateRJ,
     AssociateRQ,
     RejectReason,
     RejectResult,
@@ -88,6 +96,12 @@ class AcceptorPolicy:
     - `on_sop_class_common_extended({sop_class_uid: item}) -> {sop_class_uid: item}`: the items
       we accept (they have no A-ASSOCIATE-AC form).
     - `on_user_identity(item) -> (accepted, server_response)`.
+
+    Access beyond the AE titles (node.acse.access): `calling_aet_networks` binds calling AE
+    titles ("*": every title not listed) to the networks they may associate from;
+    `maximum_associations_per_aet` limits the associations one calling AE title holds at once
+    (None = no limit); `require_user_identity` rejects a request without a User Identity
+    sub-item (PS3.7 D.3.3.7).
     """
 
     ae_title: str
@@ -103,7 +117,13 @@ class AcceptorPolicy:
     on_sop_class_extended: SOPClassExtendedHook | None = None
     on_sop_class_common_extended: SOPClassCommonExtendedHook | None = None
     on_user_identity: UserIdentityHook | None = None
+    calling_aet_networks: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    maximum_associations_per_aet: int | None = None
+    require_user_identity: bool = False
     contexts_by_abstract_syntax: Mapping[str, PresentationContext] = field(
+        init=False, repr=False, compare=False
+    )
+    allowed_networks: Mapping[str, tuple[Network, ...]] = field(
         init=False, repr=False, compare=False
     )
 
@@ -137,6 +157,13 @@ class AcceptorPolicy:
         check_range(
             self.maximum_operations_invoked, 0, MAXIMUM_UINT16, "maximum operations invoked"
         )
+        object.__setattr__(
+            self, "allowed_networks", parse_network_bindings(self.calling_aet_networks)
+        )
+        if self.maximum_associations_per_aet is not None:
+            check_range(
+                self.maximum_associations_per_aet, 1, MAXIMUM_UINT16, "associations per AE title"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,40 +200,36 @@ class Acceptance:
         return tuple(context for context in self.contexts if context.accepted)
 
 
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """The association is rejected: send `pdu`; `reason` is a human-readable log line."""
-
-    pdu: AssociateRJ
-    reason: str
-
-
-def _reject(result: int, source: int, reason: int, text: str) -> Rejection:
-    return Rejection(AssociateRJ(result, source, reason), text)
-
-
 def negotiate_as_acceptor(
     request: AssociateRQ,
     policy: AcceptorPolicy,
     *,
     association_count: int = 0,
     maximum_associations: int | None = None,
+    peer_address: str | None = None,
+    associations_by_calling_aet: Mapping[str, int] | None = None,
 ) -> Acceptance | Rejection:
     """Answer an A-ASSOCIATE-RQ as association acceptor (PS3.8 7.1.1, 9.3.3, 9.3.4; PS3.7 D.3).
 
     `association_count` is the number of associations already active, not counting this one;
-    `maximum_associations` None means no limit.
+    `maximum_associations` None means no limit. `peer_address` is the requestor's IP address
+    as the transport saw it; `associations_by_calling_aet` counts the active associations per
+    calling AE title (both only matter when the policy binds titles to networks or limits
+    associations per title).
 
     The association is rejected (PS3.8 Table 9-21), in this order of checks, when: the
     protocol version lacks bit 0 (permanent, ACSE provider, protocol version not supported);
     `association_count >= maximum_associations` (transient, presentation provider, local limit
     exceeded); the calling AE title is not in `policy.require_calling_aet` or is not ASCII
-    (permanent, service user, calling AE title not recognized); `policy.require_called_aet`
-    is set and the called AE title differs from ours, or it is not ASCII (called AE title not
-    recognized); the application context is not the DICOM one (application context name not
-    supported); no presentation context is proposed, or the user identity hook refuses the
-    identity or fails (permanent, service user, no reason given, as PS3.7 D.3.3.7 and
-    pynetdicom do).
+    (permanent, service user, calling AE title not recognized), or it comes from an address
+    outside the networks `policy.calling_aet_networks` binds it to (same answer);
+    `policy.require_called_aet` is set and the called AE title differs from ours, or it is
+    not ASCII (called AE title not recognized); the calling AE title already holds
+    `policy.maximum_associations_per_aet` associations (transient, presentation provider,
+    local limit exceeded); the application context is not the DICOM one (application context
+    name not supported); no presentation context is proposed, or `policy.require_user_identity`
+    is set and no user identity is proposed, or the user identity hook refuses the identity or
+    fails (permanent, service user, no reason given, as PS3.7 D.3.3.7 and pynetdicom do).
 
     Otherwise an A-ASSOCIATE-AC answers each proposed context (PS3.8 Table 9-18): acceptance
     with the first of *our* transfer syntaxes that was proposed; abstract syntax not supported
@@ -225,13 +248,27 @@ def negotiate_as_acceptor(
     without response). SOP Class Common Extended Negotiation is RQ-only (PS3.7 D.3.3.6): the
     hook's choice is reported in the result, nothing is sent.
     """
-    rejection = _check_association(request, policy, association_count, maximum_associations)
+    rejection = check_association(
+        request,
+        policy,
+        association_count=association_count,
+        maximum_associations=maximum_associations,
+        peer_address=peer_address,
+        associations_by_calling_aet=associations_by_calling_aet or {},
+    )
     if rejection is not None:
         return rejection
     notes: list[str] = []
     user = request.user_information
     identity = next((s for s in user.sub_items if isinstance(s, UserIdentityRQSubItem)), None)
     identity_response: UserIdentityACSubItem | None = None
+    if identity is None and policy.require_user_identity:
+        return reject(
+            RejectResult.PERMANENT,
+            RejectSource.SERVICE_USER,
+            RejectReason.NO_REASON,
+            "user identity required, none proposed",
+        )
     if identity is not None:
         outcome = _negotiate_user_identity(identity, policy, notes)
         if isinstance(outcome, Rejection):
@@ -268,8 +305,8 @@ def negotiate_as_acceptor(
     return Acceptance(
         pdu=pdu,
         contexts=tuple(contexts),
-        calling_ae_title=_title(request.calling_ae_title),
-        called_ae_title=_title(request.called_ae_title),
+        calling_ae_title=title_from_wire(request.calling_ae_title),
+        called_ae_title=title_from_wire(request.called_ae_title),
         peer_maximum_length=user.maximum_length or 0,
         operations_invoked=window.maximum_operations_invoked if window else 1,
         operations_performed=window.maximum_operations_performed if window else 1,
@@ -280,70 +317,6 @@ def negotiate_as_acceptor(
         sop_class_common_extended=common,
         notes=tuple(notes),
     )
-
-
-def _title(value: str) -> str:
-    """An AE title from the wire without its non-significant spaces (and NUL padding, which
-    some implementations send), PS3.8 9.3.2."""
-    return value.strip(" \0")
-
-
-def _check_association(
-    request: AssociateRQ,
-    policy: AcceptorPolicy,
-    association_count: int,
-    maximum_associations: int | None,
-) -> Rejection | None:
-    """The association-level checks of PS3.8 Table 9-21, in the order documented above."""
-    if not request.protocol_version & 1:
-        return _reject(
-            RejectResult.PERMANENT,
-            RejectSource.SERVICE_PROVIDER_ACSE,
-            RejectReason.PROTOCOL_VERSION_NOT_SUPPORTED,
-            f"protocol version 0x{request.protocol_version:04X} not supported (bit 0 not set)",
-        )
-    if maximum_associations is not None and association_count >= maximum_associations:
-        return _reject(
-            RejectResult.TRANSIENT,
-            RejectSource.SERVICE_PROVIDER_PRESENTATION,
-            RejectReason.LOCAL_LIMIT_EXCEEDED,
-            f"local limit exceeded: {association_count} of {maximum_associations} "
-            "associations active",
-        )
-    calling = _title(request.calling_ae_title)
-    if not calling.isascii() or (
-        policy.require_calling_aet and calling not in policy.require_calling_aet
-    ):
-        return _reject(
-            RejectResult.PERMANENT,
-            RejectSource.SERVICE_USER,
-            RejectReason.CALLING_AE_NOT_RECOGNIZED,
-            f"calling AE title {calling!r} not recognized",
-        )
-    called = _title(request.called_ae_title)
-    if not called.isascii() or (policy.require_called_aet and called != policy.ae_title):
-        return _reject(
-            RejectResult.PERMANENT,
-            RejectSource.SERVICE_USER,
-            RejectReason.CALLED_AE_NOT_RECOGNIZED,
-            f"called AE title {called!r} not recognized (we are {policy.ae_title!r})",
-        )
-    name = request.application_context.name.rstrip(" \0")
-    if name != DICOM_APPLICATION_CONTEXT:
-        return _reject(
-            RejectResult.PERMANENT,
-            RejectSource.SERVICE_USER,
-            RejectReason.APPLICATION_CONTEXT_NOT_SUPPORTED,
-            f"application context {name!r} not supported",
-        )
-    if not request.presentation_contexts:
-        return _reject(
-            RejectResult.PERMANENT,
-            RejectSource.SERVICE_USER,
-            RejectReason.NO_REASON,
-            "no presentation context proposed",
-        )
-    return None
 
 
 def _negotiate_user_identity(
@@ -357,14 +330,14 @@ def _negotiate_user_identity(
     try:
         answer = _identity_answer(hook(identity))
     except Exception as error:  # noqa: BLE001 - a user hook's failure rejects, never crashes
-        return _reject(
+        return reject(
             RejectResult.PERMANENT,
             RejectSource.SERVICE_USER,
             RejectReason.NO_REASON,
             f"user identity hook failed: {type(error).__name__}: {error}",
         )
     if answer is None:
-        return _reject(
+        return reject(
             RejectResult.PERMANENT,
             RejectSource.SERVICE_USER,
             RejectReason.NO_REASON,
@@ -372,7 +345,7 @@ def _negotiate_user_identity(
         )
     accepted, response = answer
     if not accepted:
-        return _reject(
+        return reject(
             RejectResult.PERMANENT,
             RejectSource.SERVICE_USER,
             RejectReason.NO_REASON,

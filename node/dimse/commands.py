@@ -142,7 +142,20 @@ _ELEMENTS: Final[dict[int, tuple[str, int, str]]] = {
 
 #: Attribute name -> tag, e.g. "affected_sop_instance_uid" -> 0x00001000 (for Offending Element).
 ELEMENT_TAG: Final[dict[str, int]] = {name: element for element, (name, _, _) in _ELEMENTS.items()}
-_DECODE_ELEMENT: Final = {element: (name, vr) for element, (name, vr, _) in _ELEMENTS.items()}
+# Value lengths accepted on receipt, by VR: US exactly 2, UI at most 64 (PS3.5 Table 6.2-1: a
+# longer UID could not be echoed in the response); AE, LO and AT are not limited here.
+_RECEIVED_LENGTHS: Final = {
+    _US: (2, 2),
+    _DATASET_TYPE: (2, 2),
+    _UI: (0, 64),
+    _AE: (0, 0xFFFFFFFF),
+    _LO: (0, 0xFFFFFFFF),
+    _AT: (0, 0xFFFFFFFF),
+}
+_VR_NAMES: Final = {_US: "US", _DATASET_TYPE: "US", _UI: "UI", _AE: "AE", _LO: "LO", _AT: "AT"}
+_DECODE_ELEMENT: Final = {
+    element: (name, vr, *_RECEIVED_LENGTHS[vr]) for element, (name, vr, _) in _ELEMENTS.items()
+}
 
 
 def _encode_spec(cls: type[DimseMessage]) -> tuple[tuple[int, str, int], ...]:
@@ -221,7 +234,8 @@ def _encode_text(element: int, vr: int, value: str) -> bytes:
 def decode_command(data: bytes) -> DimseMessage:
     """Decode one complete command set (the joined command fragments), PS3.7 6.3.1, Annex E.
 
-    Every element header and length is checked against the bytes present. Elements of group
+    Every element header and length is checked against the bytes present, and a US value
+    must be 2 bytes and a UID at most 64 (a longer one could not be echoed). Elements of group
     0000 that are not in PS3.7 Table E.1-1 (retired ones included) and elements that do not
     belong to the message type are ignored; Command Group Length is not trusted (the PDV
     framing already delimits the command set). Text values lose their padding (trailing NUL
@@ -248,16 +262,16 @@ def decode_command(data: bytes) -> DimseMessage:
         spec = decode_element.get(element)
         if spec is None:
             continue
-        name, vr = spec
+        name, vr, shortest, longest = spec
+        if not shortest <= length <= longest:
+            raise _broken(
+                values, f"{_VR_NAMES[vr]} element (0000,{element:04X}) has length {length}"
+            )
         if vr == _US:
-            if length != 2:
-                raise _broken(values, f"US element (0000,{element:04X}) has length {length}")
             values[name] = unpack_us(data, start)[0]
         elif vr in (_UI, _LO):
             values[name] = data[start:offset].decode("latin-1").rstrip("\0 ")
         elif vr == _DATASET_TYPE:
-            if length != 2:
-                raise _broken(values, f"US element (0000,{element:04X}) has length {length}")
             values[name] = unpack_us(data, start)[0] != NO_DATASET
         elif vr == _AE:
             values[name] = data[start:offset].decode("latin-1").rstrip("\0").strip(" ")

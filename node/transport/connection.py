@@ -14,6 +14,7 @@ import socket
 from typing import TYPE_CHECKING
 
 from node.dimse.commands import encode_command
+from node.dimse.errors import CommandSetError
 from node.dimse.fragment import (
     DatasetChunk,
     DatasetStreamStarted,
@@ -61,6 +62,8 @@ class Connection(asyncio.Protocol):
         self._idle_handle: asyncio.TimerHandle | None = None
         self._last_activity = self.loop.time()
         self._reading_paused = False
+        #: A command set was refused before its Command Data Set Type: drop a data set.
+        self._skip_dataset = False
 
     # --- asyncio.Protocol -------------------------------------------------------------------
 
@@ -180,11 +183,7 @@ class Connection(asyncio.Protocol):
             if event is NEED_DATA:
                 break
             if type(event) is PDataTF:
-                try:
-                    for message in self.assembler.add(event):
-                        self._deliver(message)
-                except RemoteProtocolError as error:
-                    self.provider_abort(error)
+                if not self._receive_pdata(event):
                     return
             elif isinstance(event, ProviderAbort):
                 self.close_reason = self.close_reason or f"aborted: {event.reason}"
@@ -199,6 +198,31 @@ class Connection(asyncio.Protocol):
             if self.transport is None or self.transport.is_closing():
                 break
         self.flush()
+
+    def _receive_pdata(self, pdata: PDataTF) -> bool:
+        """Reassemble the PDVs of one P-DATA-TF; False once the association is aborted."""
+        assembler = self.assembler
+        for pdv in pdata.items:
+            if self._skip_dataset:
+                self._skip_dataset = False
+                if not pdv.is_command:  # the data set of a refused command set: dropped
+                    self._skip_dataset = not pdv.is_last
+                    continue
+            try:
+                message = assembler.add_pdv(pdv)
+            except CommandSetError as error:
+                # Command Data Set Type unread: a data set may follow, skip it if one does.
+                self._skip_dataset = error.has_dataset is None
+                self.on_command_error(pdv.context_id, error)
+                message = None
+            except RemoteProtocolError as error:
+                self.provider_abort(error)
+                return False
+            if message is not None:
+                self._deliver(message)
+            if self.transport is None or self.transport.is_closing():
+                return False
+        return True
 
     def _deliver(self, message: DimseMessageReceived | DatasetStreamStarted | DatasetChunk) -> None:
         if isinstance(message, DimseMessageReceived):
@@ -248,6 +272,12 @@ class Connection(asyncio.Protocol):
 
     def on_message(self, context_id: int, command: DimseMessage, dataset: bytes | None) -> None:
         """A complete DIMSE message."""
+
+    def on_command_error(self, context_id: int, error: CommandSetError) -> None:
+        """A command set that could not be decoded (PS3.7 6.3.1); by default, A-ABORT. An
+        acceptor may answer a request whose Message ID was read with `error.status` instead:
+        the assembler drops the rest of that message, so the association can go on."""
+        self.provider_abort(error)
 
     def on_stream(self, event: DatasetStreamStarted | DatasetChunk) -> None:
         """A large data set arriving in chunks (only when a stream threshold is set)."""

@@ -11,22 +11,34 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from node.acse.negotiation import Acceptance, AcceptorPolicy, negotiate_as_acceptor
-from node.dimse.commands import CCancelRQ, CStoreRQ
+from node.dimse.commands import CCancelRQ, CEchoRQ, CEchoRSP, CStoreRQ
 from node.dimse.fragment import DatasetChunk, DatasetStreamStarted
+from node.dimse.messages import RESPONSE_CLASS
 from node.dispatch import AssociationInfo, ServiceRequest, StorageContext
 from node.transport.connection import Connection
 from node.ul.association import Role
-from node.ul.pdu import Abort, AssociateRQ, ReleaseRP, ReleaseRQ
+from node.ul.errors import LocalProtocolError
+from node.ul.pdu import (
+    Abort,
+    AssociateRJ,
+    AssociateRQ,
+    RejectReason,
+    RejectResult,
+    RejectSource,
+    ReleaseRP,
+    ReleaseRQ,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from node.dimse.commands import DimseMessage
+    from node.dimse.errors import CommandSetError
     from node.dispatch import Dispatcher
     from node.ul.pdu import PDU
 
@@ -34,6 +46,9 @@ log = logging.getLogger("dicomnode.acceptor")
 
 #: In-flight cap when the peer negotiated an unlimited (0) window.
 UNLIMITED_WINDOW_CAP = 64
+#: Refused: SOP Class not supported; Processing failure (PS3.7 C.5).
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+PROCESSING_FAILURE = 0x0110
 #: Streamed data sets go to the dispatcher in pieces of about this size.
 STREAM_CHUNK = 1 << 20
 
@@ -74,6 +89,9 @@ class ServerSettings:
     stream_threshold: int | None = 4 << 20
     #: Told about associations and requests (node.observability.ServerObserver), or None.
     observer: Any = None
+    #: Answer C-ECHO here, without the dispatcher, when no custom echo handler exists anywhere
+    #: (Verification, PS3.4 A: nothing to do but answer success; saves a round trip).
+    local_echo: Callable[[], bool] = lambda: False
     connection_wrapper: Callable[[Any], Any] | None = None
 
 
@@ -111,6 +129,8 @@ class AcceptorServer:
             reuse_address=True,
             reuse_port=reuse_port or None,
             ssl=ssl,
+            # A TLS peer that never finishes its handshake is dropped like a silent one.
+            ssl_handshake_timeout=self.settings.acse_timeout if ssl is not None else None,
         )
 
     @property
@@ -123,6 +143,14 @@ class AcceptorServer:
 
     def established_count(self) -> int:
         return sum(1 for association in self.associations if association.acceptance is not None)
+
+    def established_by_calling_aet(self) -> Counter[str]:
+        """Established associations per calling AE title (for the per-title limit)."""
+        return Counter(
+            association.acceptance.calling_ae_title
+            for association in self.associations
+            if association.acceptance is not None
+        )
 
     async def close(self, *, grace: float = 5.0) -> None:
         """Stop listening, abort associations that outlive `grace` seconds."""
@@ -196,6 +224,8 @@ class ServerAssociation(Connection):
             settings.policy(),
             association_count=self.server.established_count(),
             maximum_associations=settings.maximum_associations,
+            peer_address=self.peer_address[0],
+            associations_by_calling_aet=self.server.established_by_calling_aet(),
         )
         if not isinstance(decision, Acceptance):
             log.info(
@@ -207,6 +237,22 @@ class ServerAssociation(Connection):
             )
             self.close_reason = f"rejected: {decision.reason}"
             self.send_pdu(decision.pdu)
+            if settings.observer is not None:
+                settings.observer.association_rejected()
+            AssociationHooks.fire(settings.hooks.rejected, self)
+            return
+        try:
+            self.send_pdu(decision.pdu)
+        except LocalProtocolError as error:
+            # A rejected context echoes the peer's first transfer syntax (PS3.8 9.3.3.2), which
+            # may be text we cannot put on the wire: refuse the association instead of dying.
+            log.warning("cannot answer association from %s: %s", self.peer_address[0], error)
+            self.close_reason = f"rejected: {error}"
+            self.send_pdu(
+                AssociateRJ(
+                    RejectResult.PERMANENT, RejectSource.SERVICE_USER, RejectReason.NO_REASON
+                )
+            )
             if settings.observer is not None:
                 settings.observer.association_rejected()
             AssociationHooks.fire(settings.hooks.rejected, self)
@@ -241,7 +287,6 @@ class ServerAssociation(Connection):
             if identity is not None and identity.identity_type in (1, 2)
             else None,
         )
-        self.send_pdu(decision.pdu)
         if settings.observer is not None:
             settings.observer.association_accepted()
         log.debug(
@@ -290,6 +335,27 @@ class ServerAssociation(Connection):
         if context is None or self.info is None:
             self.provider_abort_unknown_context(context_id)
             return None
+        sop_class = getattr(command, "affected_sop_class_uid", None) or getattr(
+            command, "requested_sop_class_uid", None
+        )
+        if sop_class is not None and sop_class != context[0]:
+            # PS3.7 C.5: the SOP Class of a request is the abstract syntax of its context.
+            log.warning(
+                "association %d: %s with SOP Class %s on context %d (%s)",
+                self.assoc_id,
+                type(command).__name__,
+                sop_class,
+                context_id,
+                context[0],
+            )
+            self.refuse(
+                context_id,
+                command.COMMAND_FIELD,
+                int(getattr(command, "message_id", 0)),
+                SOP_CLASS_NOT_SUPPORTED,
+                f"SOP Class {sop_class} is not the abstract syntax of context {context_id}",
+            )
+            return None
         timeout = self.settings.dimse_timeout
         return ServiceRequest(
             association=self.info,
@@ -310,6 +376,14 @@ class ServerAssociation(Connection):
             return
         request = self._request(context_id, command, dataset)
         if request is None:
+            return
+        if (
+            isinstance(command, CEchoRQ)
+            and not self.in_flight
+            and not self.queued
+            and self.settings.local_echo()
+        ):
+            self._echo(request)
             return
         if len(self.in_flight) >= self.window:
             # Keep reading while requests are in flight (C-CANCEL-RQ and the C-STORE-RSPs of
@@ -351,11 +425,65 @@ class ServerAssociation(Connection):
         if not self.queued:
             self.resume_reading()
 
+    def _echo(self, request: ServiceRequest) -> None:
+        """C-ECHO-RSP success straight from the acceptor (local_echo)."""
+        self.in_flight[request.message_id] = request
+        if self.settings.observer is not None:
+            self.settings.observer.request_started(request)
+        self.send_response(
+            request,
+            CEchoRSP(
+                message_id_being_responded_to=request.message_id,
+                affected_sop_class_uid=request.abstract_syntax,
+                status=0x0000,
+            ),
+            None,
+            True,
+        )
+
     def _submit(self, request: ServiceRequest) -> None:
         self.in_flight[request.message_id] = request
         if self.settings.observer is not None:
             self.settings.observer.request_started(request)
         self.settings.dispatcher.submit(request, self)
+
+    def on_command_error(self, context_id: int, error: CommandSetError) -> None:
+        """A bad command set: a failure response when the request's Message ID was read and
+        its context is accepted (PS3.7 C.5 status from the error), else A-ABORT."""
+        if error.command_field is None or error.message_id is None or not error.can_answer:
+            self.provider_abort(error)
+        elif context_id not in self.contexts:
+            self.provider_abort_unknown_context(context_id)
+        else:
+            log.warning("association %d: %s", self.assoc_id, error)
+            self.refuse(
+                context_id,
+                error.command_field,
+                error.message_id,
+                error.status,
+                str(error),
+                error.offending_element,
+            )
+
+    def refuse(
+        self,
+        context_id: int,
+        command_field: int,
+        message_id: int,
+        status: int,
+        comment: str,
+        offending_element: tuple[int, ...] = (),
+    ) -> DimseMessage:
+        """Answer a request with a failure response of its type (PS3.7 C.5); return it."""
+        response_class: Any = RESPONSE_CLASS[command_field]
+        response: DimseMessage = response_class(
+            message_id_being_responded_to=message_id,
+            status=status,
+            error_comment=comment[:64].encode("ascii", "replace").decode("ascii"),
+            offending_element=offending_element or None,
+        )
+        self.send_message(context_id, response)
+        return response
 
     def provider_abort_unknown_context(self, context_id: int) -> None:
         from node.ul.errors import AbortReason, RemoteProtocolError
@@ -390,7 +518,21 @@ class ServerAssociation(Connection):
         current = self.in_flight.get(request.message_id)
         if current is None or current.command is not request.command:
             return  # association replaced or request already finished
-        self.send_message(request.context_id, response, dataset)
+        try:
+            self.send_message(request.context_id, response, dataset)
+        except LocalProtocolError as error:
+            # e.g. a UID over 64 characters from the request, echoed: answer without it
+            log.warning("association %d: cannot send %r: %s", self.assoc_id, response, error)
+            if not final:
+                self.settings.dispatcher.cancel(self.assoc_id, request.message_id)
+            response = self.refuse(
+                request.context_id,
+                request.command.COMMAND_FIELD,
+                request.message_id,
+                PROCESSING_FAILURE,
+                f"response not encodable: {error}",
+            )
+            final = True
         if final:
             del self.in_flight[request.message_id]
             if self.settings.observer is not None:

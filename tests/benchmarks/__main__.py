@@ -8,7 +8,11 @@ import sys
 from typing import Final
 
 #: Benchmark name -> module with a ``main(argv) -> int``.
-BENCHMARKS: Final = {"codec": "tests.benchmarks.codec"}
+BENCHMARKS: Final = {
+    "codec": "tests.benchmarks.codec",
+    "index_find": "tests.benchmarks.index_find",
+    "suite": "tests.benchmarks.suite",
+}
 
 
 def main(argv: list[str]) -> int:

@@ -3,6 +3,8 @@
 # storescp and pynetdicom do; the requestor then gives up (DCMTK aborts), and the node goes on.
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from node.ul.pdu import AssociateAC, decode_pdu
@@ -14,7 +16,7 @@ pytestmark = pytest.mark.interop
 def test_storescu_with_no_acceptable_context(make_ae, tmp_path):
     scp = make_ae("ONLYECHO")
     scp.add_supported_context(VERIFICATION)
-    seen: list[object] = []
+    seen: list[Any] = []
     scp.on_association_accepted = lambda association: seen.append(association.acceptance)
     scp.start(block=False)
     folder = tmp_path / "in"

@@ -190,6 +190,8 @@ def test_serve_stores_what_storescu_sends(tmp_path: Path):
             "--data-dir",
             str(data_dir),
             "--no-fsync",
+            "--workers",
+            "0",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

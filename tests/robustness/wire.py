@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Self
 
+from node.dimse.commands import DimseResponse
 from node.dimse.fragment import DimseMessageReceived, MessageAssembler
 from node.ul.pdu import (
     Abort,
@@ -77,7 +78,7 @@ class Answer:
         return " ".join(parts)
 
 
-class ProtocolViolation(AssertionError):
+class ProtocolViolationError(AssertionError):
     """The server sent something an acceptor must never send."""
 
 
@@ -138,7 +139,9 @@ class RawPeer:
                 chunk = b""
             if not chunk:
                 if buffer:
-                    raise ProtocolViolation(f"connection closed inside a PDU: {bytes(buffer)!r}")
+                    raise ProtocolViolationError(
+                        f"connection closed inside a PDU: {bytes(buffer)!r}"
+                    )
                 return None
             buffer += chunk
 
@@ -179,13 +182,13 @@ class RawPeer:
             if isinstance(pdu, ReleaseRP):
                 return answer(Outcome.RELEASE, pdu)
             if isinstance(pdu, AssociateRQ | ReleaseRQ):
-                raise ProtocolViolation(f"an acceptor sent {pdu!r}")
+                raise ProtocolViolationError(f"an acceptor sent {pdu!r}")
             assert isinstance(pdu, PDataTF)
             for event in self._assembler.add(pdu):
                 assert isinstance(event, DimseMessageReceived)
                 command = event.command
-                if command.is_request:
-                    raise ProtocolViolation(f"unexpected request from the server: {command!r}")
+                if not isinstance(command, DimseResponse):
+                    raise ProtocolViolationError(f"unexpected request from the server: {command!r}")
                 status = int(command.status)
                 if probe and command.message_id_being_responded_to == PROBE_MESSAGE_ID:
                     if status != 0:

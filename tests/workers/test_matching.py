@@ -271,10 +271,14 @@ def test_query_keys_conditions_and_what_is_ignored():
 # --- the rules through a real index ------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def archive_index(tmp_path_factory):
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def archive_index(request, tmp_path_factory):
+    """The archive indexed on each backend (the same SQL through both dialects)."""
     root = tmp_path_factory.mktemp("matching")
-    with Index.open(root, synchronous="OFF") as index:
+    database = None
+    if request.param == "postgresql":
+        database = request.getfixturevalue("postgres").new_schema()
+    with Index.open(root, synchronous="OFF", database=database) as index:
         index.add_many(
             record_from_bytes(
                 encode_dataset(ds, ExplicitVRLittleEndian),

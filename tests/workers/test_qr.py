@@ -117,9 +117,10 @@ def get(handlers: Handlers, ds: Dataset, **channel_options: Any) -> FakeChannel:
 
 
 @pytest.fixture
-def archive(tmp_path):
-    """Handlers of a worker with the built-in storage, after storing the whole archive."""
-    index = Index.open(tmp_path, synchronous="OFF")
+def archive(tmp_path, open_index):
+    """Handlers of a worker with the built-in storage, after storing the whole archive (on
+    each index backend: SQLite and PostgreSQL)."""
+    index = open_index(synchronous="OFF")
     handlers = Handlers(file_store=FileStore(tmp_path, fsync=False), index=index)
     for ds in archive_datasets():
         channel = FakeChannel()
@@ -130,8 +131,7 @@ def archive(tmp_path):
         )
         handle_request(request(command, ds.SOPClassUID, ds), channel, handlers)
         assert channel.final.status == 0x0000
-    yield handlers
-    index.close()
+    return handlers
 
 
 # --- C-STORE indexes ---------------------------------------------------------------------------

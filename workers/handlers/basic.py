@@ -4,6 +4,7 @@
 # the service's failure statuses (PS3.4 Annex A/B, PS3.7 Annex C) with an Error Comment.
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
@@ -104,6 +105,7 @@ def _store_to_files(request: ServiceRequest, handlers: Handlers) -> StatusResult
         return failure(STORE_CANNOT_UNDERSTAND, "C-STORE without a data set")
     sop_class = str(getattr(command, "affected_sop_class_uid", ""))
     sop_instance = str(getattr(command, "affected_sop_instance_uid", ""))
+    stored = None
     try:
         index = index_of(handlers)
         if request.dataset_path is not None:  # streamed: the spool is a Part 10 file already
@@ -120,21 +122,33 @@ def _store_to_files(request: ServiceRequest, handlers: Handlers) -> StatusResult
             if index is not None:
                 index.add(record_from_file(stored.path, index.root))
         elif request.dataset is not None:
+            record = None
+            uids = None
+            if index is not None:  # parse once: the index record carries study and series
+                from workers.store.schema import record_from_bytes
+
+                record = record_from_bytes(
+                    request.dataset, request.transfer_syntax, sop_class, sop_instance, ""
+                )
+                uids = (record.value("StudyInstanceUID"), record.value("SeriesInstanceUID"))
             stored = handlers.file_store.store(
                 sop_class,
                 sop_instance,
                 request.transfer_syntax,
                 request.dataset,
                 request.association.calling_ae_title,
+                study_and_series_uids=uids,
             )
-            if index is not None:  # the file is durable; success waits for the committed row
-                index.add_stored(
-                    stored.path, request.dataset, request.transfer_syntax, sop_class, sop_instance
-                )
+            if index is not None and record is not None:
+                # the file is durable; success waits for the committed row
+                relative = stored.path.relative_to(index.root).as_posix()
+                index.add(dataclasses.replace(record, path=relative))
     except InvalidUIDError as error:
         return failure(STORE_CANNOT_UNDERSTAND, str(error))
     except IndexDatabaseError as error:
         log.error("indexing %s failed: %s", sop_instance, error)
+        if stored is not None and not stored.replaced:  # failed: leave no unindexed new file
+            stored.path.unlink(missing_ok=True)
         return failure(OUT_OF_RESOURCES, f"cannot index: {error}")
     except OSError as error:
         log.error(

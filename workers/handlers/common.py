@@ -42,6 +42,9 @@ class Handlers:
     on_n_event_report: Callback | None = None
     on_n_get: Callback | None = None
     on_n_set: Callback | None = None
+    #: `on_study_stable(study_instance_uid, info)`: a study got no new instance for the quiet
+    #: period (workers.store.stable); run by the study-stable monitor, not by a request.
+    on_study_stable: Callback | None = None
     events: dict[EventType, Callback] = field(default_factory=dict)
     #: AE title -> (host, port), for C-MOVE destinations.
     known_aes: dict[str, tuple[str, int]] = field(default_factory=dict)

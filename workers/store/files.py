@@ -23,6 +23,16 @@ _EXPLICIT_SHORT: Final = struct.Struct("<HH2sH")
 _EXPLICIT_LONG: Final = struct.Struct("<HH2s2xI")
 STUDY_INSTANCE_UID: Final = 0x0020000D
 SERIES_INSTANCE_UID: Final = 0x0020000E
+_UID_TAGS: Final = frozenset({STUDY_INSTANCE_UID, SERIES_INSTANCE_UID})
+#: Transfer syntaxes whose data set is little endian and not deflated (the raw scanner's).
+_FAST_SYNTAXES: Final = frozenset(
+    {
+        "1.2.840.10008.1.2",
+        "1.2.840.10008.1.2.1",
+        *(f"1.2.840.10008.1.2.4.{n}" for n in (50, 51, 57, 70, 80, 81, 90, 91, 92, 93)),
+        "1.2.840.10008.1.2.5",
+    }
+)
 
 
 class InvalidUIDError(ValueError):
@@ -83,6 +93,17 @@ def study_and_series(dataset: bytes | BinaryIO, transfer_syntax: str) -> tuple[s
     """Read Study and Series Instance UID from the start of a data set (bytes, or a file
     positioned at its first element), parsing no further."""
     source: Any = dataset
+    if isinstance(dataset, bytes) and transfer_syntax in _FAST_SYNTAXES:
+        from workers.store import header
+
+        explicit = transfer_syntax != "1.2.840.10008.1.2"
+        found = header.scan(dataset, explicit, _UID_TAGS, SERIES_INSTANCE_UID)
+        if found is not None:
+            values = header.texts(
+                found, {STUDY_INSTANCE_UID: "study", SERIES_INSTANCE_UID: "series"}
+            )
+            if values is not None:
+                return values["study"], values["series"]
     if transfer_syntax == DeflatedExplicitVRLittleEndian:
         import zlib
 
@@ -151,11 +172,15 @@ class FileStore:
         transfer_syntax: str,
         dataset: bytes,
         source_ae_title: str = "",
+        *,
+        study_and_series_uids: tuple[str, str] | None = None,
     ) -> StoredObject:
-        """Write one object durably (replacing an earlier copy of the same SOP instance)."""
+        """Write one object durably (replacing an earlier copy of the same SOP instance).
+
+        Pass `study_and_series_uids` when the caller already parsed them (no second parse)."""
         checked_uid(sop_class_uid, "SOP Class UID")
         checked_uid(transfer_syntax, "Transfer Syntax UID")
-        study, series = study_and_series(dataset, transfer_syntax)
+        study, series = study_and_series_uids or study_and_series(dataset, transfer_syntax)
         path = self.path_for(study, series, sop_instance_uid)
         directory = path.parent
         created = not directory.exists()

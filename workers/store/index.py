@@ -1,12 +1,13 @@
 # The index over the stored objects: patient / study / series / instance rows in SQL, so that
 # C-FIND matches without reading files and C-GET/C-MOVE find the files to send (PS3.4 C.6).
 #
-# Rules: SQLite in WAL mode at DATA_DIR/index.sqlite by default; several worker processes and
-# threads write it at once, so each write is one short BEGIN IMMEDIATE transaction and waits
-# (busy timeout) rather than fails when another writer holds the lock. All SQL goes through the
-# small Backend layer and workers.store.matching's Dialect (placeholders, pattern operator,
-# list aggregate), so a PostgreSQL backend can reuse every statement. `add` commits before it
-# returns: the C-STORE success that follows is only sent once the row is durable.
+# Rules: SQLite at DATA_DIR/index.sqlite by default, or PostgreSQL (`--index postgresql://`,
+# workers.store.postgres) shared by workers on many hosts; the database layer is
+# workers.store.backend. All SQL is written once through workers.store.matching's Dialect
+# (placeholders, pattern operator, list aggregate) and runs on both. `add` commits before it
+# returns: the C-STORE success that follows is only sent once the row is durable; the same
+# transaction stamps the study's activity (study-stable detection, workers.store.stable). The
+# database also holds the MPPS steps (workers.store.mpps).
 # Same SOP Instance UID again = replace: the row takes the new file, patient/study/series
 # attributes take the new non-empty values, entities left empty are deleted, and the earlier
 # file is removed when its path differs. Reads page through results by id (keyset paging),
@@ -16,17 +17,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import queue
-import sqlite3
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
+from workers.store.backend import (
+    Backend,
+    Cursor,
+    IndexDatabaseError,
+    SQLiteBackend,
+    now_ms,
+)
 from workers.store.files import FileStore
 from workers.store.matching import (
-    SQLITE,
-    Dialect,
     Query,
     count_instances,
     select_instances,
@@ -44,17 +47,28 @@ from workers.store.schema import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterable, Iterator, Sequence
 
 log = logging.getLogger("dicomnode.index")
+
+#: The backend layer, re-exported: importers of workers.store.index keep working.
+__all__ = [
+    "INDEX_FILE",
+    "Backend",
+    "Cursor",
+    "Index",
+    "IndexDatabaseError",
+    "IndexedFileStore",
+    "RebuildReport",
+    "SQLiteBackend",
+    "StoredInstance",
+    "now_ms",
+    "schema_statements",
+]
 
 SCHEMA_VERSION: Final = "1"
 INDEX_FILE: Final = "index.sqlite"
 PAGE_SIZE: Final = 200
-
-
-class IndexDatabaseError(OSError):
-    """The index database could not be read or written (locked too long, disk full...)."""
 
 
 # --- schema ------------------------------------------------------------------------------------
@@ -94,133 +108,21 @@ def schema_statements(id_column: str = "INTEGER PRIMARY KEY") -> list[str]:
         ("study_accession", "study", "accession_number"),
     ):
         statements.append(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({column})")
+    statements += SERVICE_TABLES
     return statements
 
 
-# --- backend -----------------------------------------------------------------------------------
-
-
-class Cursor(Protocol):
-    """The DB-API cursor calls the Index uses (sqlite3 and psycopg 3 both have them)."""
-
-    @property
-    def rowcount(self) -> int: ...
-
-    def execute(self, sql: str, parameters: Any = ..., /) -> Cursor: ...
-
-    def fetchone(self) -> Any: ...
-
-
-class Backend(Protocol):
-    """What the Index needs from a database: a PostgreSQL backend (psycopg 3, a connection
-    pool, plain BEGIN, `%s` placeholders through its Dialect) implements the same five calls;
-    every statement the Index and matching write is portable SQL (upsert with ON CONFLICT ...
-    RETURNING, correlated subqueries, keyset paging)."""
-
-    dialect: Dialect
-
-    def transaction(self) -> contextlib.AbstractContextManager[Cursor]:
-        """A write transaction, committed when the block ends; yields its cursor."""
-        ...
-
-    def fetch(self, sql: str, params: Iterable[object] = ()) -> list[tuple[Any, ...]]:
-        """Run one read statement to completion."""
-        ...
-
-    def optimize(self) -> None:
-        """Refresh the planner's statistics."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class SQLiteBackend:
-    """SQLite connections (a small pool), WAL mode, a busy timeout, immediate transactions."""
-
-    dialect: Dialect = SQLITE
-
-    def __init__(
-        self, path: str | os.PathLike[str], *, synchronous: str = "FULL", timeout: float = 30.0
-    ) -> None:
-        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-            raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous}")
-        self.path = str(path)
-        self.synchronous = synchronous.upper()
-        self.timeout = timeout
-        self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(
-            self.path,
-            timeout=self.timeout,
-            isolation_level=None,
-            check_same_thread=False,
-            cached_statements=256,
-        )
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute(f"PRAGMA synchronous={self.synchronous}")
-        connection.execute("PRAGMA foreign_keys=ON")
-        with self._lock:
-            self._all.append(connection)
-        return connection
-
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[sqlite3.Connection]:
-        """A connection for this thread's use until the block ends, then back to the pool."""
-        if self._closed:
-            raise IndexDatabaseError("the index is closed")
-        try:
-            connection = self._idle.get_nowait()
-        except queue.Empty:
-            try:
-                connection = self._connect()
-            except sqlite3.Error as error:
-                raise IndexDatabaseError(f"cannot open {self.path}: {error}") from error
-        try:
-            yield connection
-        finally:
-            self._idle.put(connection)
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Cursor]:
-        """A write transaction: BEGIN IMMEDIATE takes the write lock at once (waiting up to
-        the busy timeout), so concurrent writers queue instead of deadlocking."""
-        with self.connection() as connection:
-            cursor = connection.cursor()
-            try:
-                cursor.execute("BEGIN IMMEDIATE")
-                yield cursor
-                cursor.execute("COMMIT")
-            except BaseException as error:
-                connection.rollback()  # a no-op when BEGIN itself failed
-                if isinstance(error, sqlite3.Error):
-                    raise IndexDatabaseError(f"index write failed: {error}") from error
-                raise
-            finally:
-                cursor.close()
-
-    def fetch(self, sql: str, params: Iterable[object] = ()) -> list[tuple[Any, ...]]:
-        """Run one read statement to completion (its own implicit read transaction)."""
-        with self.connection() as connection:
-            try:
-                return connection.execute(sql, tuple(params)).fetchall()
-            except sqlite3.Error as error:
-                raise IndexDatabaseError(f"index read failed: {error}") from error
-
-    def optimize(self) -> None:
-        """Refresh the planner's statistics (after bulk changes)."""
-        with self.connection() as connection:
-            connection.execute("PRAGMA optimize")
-
-    def close(self) -> None:
-        self._closed = True
-        with self._lock:
-            connections, self._all = self._all, []
-        for connection in connections:
-            connection.close()
+#: Tables of the other services kept in the index database: study activity (study-stable
+#: detection, workers.store.stable) and Modality Performed Procedure Steps (workers.store.mpps).
+#: Times are integer milliseconds since the epoch (portable: no REAL/float4 pitfalls).
+SERVICE_TABLES: Final = [
+    "CREATE TABLE IF NOT EXISTS study_activity (study_uid TEXT PRIMARY KEY, "
+    "last_update_ms BIGINT NOT NULL, stable_fired INTEGER NOT NULL DEFAULT 0)",
+    "CREATE INDEX IF NOT EXISTS study_activity_quiet ON study_activity "
+    "(stable_fired, last_update_ms)",
+    "CREATE TABLE IF NOT EXISTS mpps (sop_instance_uid TEXT PRIMARY KEY, status TEXT NOT NULL, "
+    "attributes TEXT NOT NULL, created_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL)",
+]
 
 
 # --- the index ---------------------------------------------------------------------------------
@@ -254,13 +156,31 @@ class Index:
 
     @classmethod
     def open(
-        cls, data_dir: str | os.PathLike[str], *, synchronous: str = "FULL", timeout: float = 30.0
+        cls,
+        data_dir: str | os.PathLike[str],
+        *,
+        synchronous: str = "FULL",
+        timeout: float = 30.0,
+        database: str | None = None,
     ) -> Index:
-        """The default index: SQLite at DATA_DIR/index.sqlite (created when missing)."""
+        """The index of DATA_DIR: SQLite at DATA_DIR/index.sqlite (created when missing), or
+        the PostgreSQL database `database` names (a postgresql:// URL or libpq conninfo)."""
         root = Path(data_dir).resolve()
         root.mkdir(parents=True, exist_ok=True)
-        backend = SQLiteBackend(root / INDEX_FILE, synchronous=synchronous, timeout=timeout)
-        return cls(backend, root)
+        backend: Backend
+        if database:
+            from workers.store.postgres import PostgresBackend, is_postgresql
+
+            if not is_postgresql(database):
+                raise ValueError(f"the index database must be a postgresql:// URL: {database!r}")
+            backend = PostgresBackend(database, timeout=timeout)
+        else:
+            backend = SQLiteBackend(root / INDEX_FILE, synchronous=synchronous, timeout=timeout)
+        try:
+            return cls(backend, root)
+        except BaseException:
+            backend.close()
+            raise
 
     def close(self) -> None:
         self.backend.close()
@@ -276,7 +196,9 @@ class Index:
 
     def _create_schema(self) -> None:
         with self.backend.transaction() as cursor:
-            for statement in schema_statements():
+            if self.dialect.name == "postgresql":  # workers starting together: one at a time
+                cursor.execute("SELECT pg_advisory_xact_lock(6180017)")
+            for statement in schema_statements(self.backend.id_column):
                 cursor.execute(statement)
             found = cursor.execute(
                 self._sql("SELECT value FROM meta WHERE name = ?"), ("schema_version",)
@@ -299,8 +221,21 @@ class Index:
         replaced an earlier copy of the same SOP Instance UID."""
         with self.backend.transaction() as cursor:
             replaced, stale = self._add(cursor, record)
+            if record.value("StudyInstanceUID"):
+                self._touch_study(cursor, record.value("StudyInstanceUID"))
         self._remove_stale(stale, record.path)
         return replaced
+
+    def _touch_study(self, cursor: Cursor, study_uid: str) -> None:
+        """A new instance of `study_uid` now: (re)arm its study-stable event."""
+        cursor.execute(
+            self._sql(
+                "INSERT INTO study_activity (study_uid, last_update_ms, stable_fired) "
+                "VALUES (?, ?, 0) ON CONFLICT (study_uid) DO UPDATE SET "
+                "last_update_ms = excluded.last_update_ms, stable_fired = 0"
+            ),
+            (study_uid, now_ms()),
+        )
 
     def add_stored(
         self,
@@ -342,7 +277,9 @@ class Index:
             columns[PARENT_COLUMN[level]] = str(parent)
         names = list(columns)
         updates = [
-            f"{name} = COALESCE(NULLIF(excluded.{name}, ''), {table}.{name})"
+            f"{name} = excluded.{name}"  # a number (the file size): always the new one
+            if name == "size"
+            else f"{name} = COALESCE(NULLIF(excluded.{name}, ''), {table}.{name})"
             for name in names
             if name != unique and name != PARENT_COLUMN.get(level)
         ]
@@ -462,6 +399,25 @@ class Index:
                 return
             after = int(rows[-1][0])
 
+    def stored_instances(self, sop_instance_uids: Sequence[str]) -> dict[str, StoredInstance]:
+        """The indexed instances among `sop_instance_uids` (Storage Commitment, PS3.4 J.3.3),
+        by SOP Instance UID; looked up a page of UIDs at a time."""
+        found: dict[str, StoredInstance] = {}
+        unique = list(dict.fromkeys(sop_instance_uids))
+        for start in range(0, len(unique), PAGE_SIZE):
+            page = unique[start : start + PAGE_SIZE]
+            marks = ", ".join("?" for _ in page)
+            rows = self.backend.fetch(
+                self._sql(
+                    "SELECT sop_class_uid, sop_instance_uid, transfer_syntax_uid, path "  # noqa: S608
+                    f"FROM instance WHERE sop_instance_uid IN ({marks})"
+                ),
+                page,
+            )
+            for row in rows:
+                found[row[1]] = StoredInstance(row[0], row[1], row[2], self.root / row[3])
+        return found
+
     def counts(self) -> dict[str, int]:
         """Rows per table (for reports and tests)."""
         return {
@@ -543,8 +499,4 @@ class IndexedFileStore(FileStore):
         **options: Any,
     ) -> None:
         super().__init__(root, fsync=fsync, **options)
-        self.index = (
-            index
-            if index is not None
-            else Index.open(self.root, synchronous="FULL" if fsync else "NORMAL")
-        )
+        self.index = index if index is not None else Index.open(self.root, synchronous="NORMAL")

@@ -19,6 +19,8 @@ from pydicom.filereader import read_dataset, read_preamble
 from pydicom.multival import MultiValue
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
+from workers.store import header
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
@@ -215,6 +217,24 @@ def record_from_dataset(
     return InstanceRecord(sop_instance_uid, sop_class_uid, transfer_syntax_uid, path, values, size)
 
 
+_FAST_TAGS: Final = {attribute.tag: attribute.keyword for attribute in FROM_DATASET}
+_FAST_WANTED: Final = frozenset(_FAST_TAGS)
+_DATE_KEYWORDS: Final = frozenset(a.keyword for a in FROM_DATASET if a.vr == "DA")
+
+
+def _fast_values(data: bytes, explicit: bool) -> dict[str, str] | None:
+    """The indexed values by the raw scanner (workers.store.header), or None: use pydicom."""
+    found = header.scan(data, explicit, _FAST_WANTED, LAST_TAG)
+    if found is None:
+        return None
+    values = header.texts(found, _FAST_TAGS)
+    if values is None:
+        return None
+    for keyword in _DATE_KEYWORDS:
+        values[keyword] = normalize_date(values[keyword])
+    return values
+
+
 def _stop(tag: int, vr: str | None, length: int) -> bool:
     return tag > LAST_TAG
 
@@ -234,6 +254,12 @@ def record_from_bytes(
     if transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
         data = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data)
     implicit, little = _encoding(transfer_syntax_uid)
+    if little and transfer_syntax_uid != DeflatedExplicitVRLittleEndian:
+        fast = _fast_values(data, not implicit)
+        if fast is not None:
+            return InstanceRecord(
+                sop_instance_uid, sop_class_uid, transfer_syntax_uid, path, fast, size
+            )
     dataset = read_dataset(DicomBytesIO(data), implicit, little, stop_when=_stop)  # type: ignore[arg-type]
     return record_from_dataset(
         dataset,
