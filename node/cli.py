@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers",
         type=int,
-        default=max(1, os.cpu_count() or 1),
+        default=max(1, len(os.sched_getaffinity(0))),
         help="worker processes (default: one per CPU; 0 = everything in one process)",
     )
     serve.add_argument("--acceptors", type=int, default=1, help="acceptor processes")

@@ -48,6 +48,8 @@ class WorkerConfig:
     threads: int = 4
     heartbeat_interval: float = 1.0
     heartbeat_liveness: int = 3
+    #: On stop, seconds the running requests get to finish (their replies still go out).
+    drain_timeout: float = 30.0
     identity: str = field(
         default_factory=lambda: f"w-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     )
@@ -246,8 +248,20 @@ class Worker:
         last_heard = time.monotonic()
         next_heartbeat = time.monotonic() + interval
         log.info("worker %s connected to %s", config.identity, config.broker)
+        drain_until: float | None = None
         try:
-            while not self._stop.is_set():
+            while True:
+                if self._stop.is_set() and drain_until is None:
+                    # Drain: keep forwarding replies until the running requests finish (their
+                    # objects may already be durable: the SCU must hear so), within a bound.
+                    drain_until = time.monotonic() + config.drain_timeout
+                    log.info("worker stopping: %d request(s) to finish", len(self.channels))
+                    # no credits left: the broker sends nothing new while we finish
+                    sock.send_multipart([b"", wire.pack_envelope(wire.READY, credits=0)])
+                if drain_until is not None and (
+                    not self.channels or time.monotonic() > drain_until
+                ):
+                    break
                 events = dict(poller.poll(int(interval * 1000 / 2)))
                 now = time.monotonic()
                 if inbox in events:
@@ -264,7 +278,10 @@ class Worker:
                             frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
                         except zmq.Again:
                             break
-                        self._on_message(frames, pool)
+                        if drain_until is None:
+                            self._on_message(frames, pool)
+                        else:  # draining: only cancels and sub-operation statuses still matter
+                            self._on_message(frames, pool, draining=True)
                 if now >= next_heartbeat:
                     sock.send_multipart([b"", wire.pack_envelope(wire.HEARTBEAT)])
                     next_heartbeat = now + interval
@@ -285,13 +302,26 @@ class Worker:
             self.outbox.close()
             self.context.term()
 
-    def _on_message(self, frames: list[zmq.Frame], pool: ThreadPoolExecutor) -> None:
+    def _on_message(
+        self, frames: list[zmq.Frame], pool: ThreadPoolExecutor, *, draining: bool = False
+    ) -> None:
         try:
             _routing, envelope, command, dataset = wire.split_frames([f.buffer for f in frames])
         except wire.WireError as error:
             log.warning("dropped an invalid message from the broker: %s", error)
             return
         kind = envelope["kind"]
+        if draining and kind == wire.REQUEST:
+            # a request that arrives while this worker stops: answer it as data, at once
+            self.outbox.send(
+                [
+                    b"",
+                    wire.error_envelope(
+                        envelope, 0xA700, "WorkerStopping", "the worker is shutting down"
+                    ),
+                ]
+            )
+            return
         if kind == wire.REQUEST and envelope.get("stream") is True:
             self._open_stream(envelope, command)
         elif kind == wire.REQUEST:

