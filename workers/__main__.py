@@ -9,9 +9,7 @@ import argparse
 import importlib
 import logging
 import signal
-import subprocess
 import sys
-import time
 from typing import TYPE_CHECKING, Any
 
 from workers.handlers.common import Handlers
@@ -146,36 +144,6 @@ def resolve(target: str) -> Any:
     return value
 
 
-def _supervise(argv: Sequence[str], count: int) -> int:
-    child_args = list(argv)
-    if "--processes" in child_args:
-        index = child_args.index("--processes")
-        del child_args[index : index + 2]
-    command = [sys.executable, "-m", "workers", *child_args]
-    children = [subprocess.Popen(command) for _ in range(count)]
-    stopping = False
-
-    def stop(*_: Any) -> None:
-        nonlocal stopping
-        stopping = True
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    while True:
-        for index, child in enumerate(children):
-            if child.poll() is not None and not stopping:
-                log.warning(
-                    "worker process %d exited (%s): restarting", child.pid, child.returncode
-                )
-                children[index] = subprocess.Popen(command)
-        if stopping and all(child.poll() is not None for child in children):
-            return 0
-        time.sleep(0.2)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     from node.config import parse_with_config
@@ -186,7 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
     )
     if args.processes > 1:
-        return _supervise(args_list, args.processes)
+        from node.processes import supervise_copies
+
+        return supervise_copies("workers", args_list, args.processes)
     from broker.curve import client_keys_from_args
     from workers.runtime import Worker, WorkerConfig
 

@@ -204,3 +204,25 @@ def test_an_index_failure_removes_the_new_file_but_keeps_a_replaced_one(store, m
     assert store_once(make_dataset(7, 1, 1, 2)) == 0xA700  # new: its file goes
     assert store_once(kept) == 0xA700  # a replacement: the earlier file stays
     assert [path.stem for path in files_under(store.objects)] == [kept.SOPInstanceUID]
+
+
+def test_a_data_set_of_another_sop_class_is_refused_with_a900(store):
+    from node.dimse.messages import CStoreRQ
+    from node.dispatch import ServiceRequest
+    from tests.workers.test_qr import ASSOCIATION, FakeChannel
+    from workers.handlers.common import Handlers
+    from workers.service import handle_request
+
+    ds = make_dataset(9, 1, 1, 1)  # a CT image ...
+    mr_storage = "1.2.840.10008.5.1.4.1.1.4"
+    command = CStoreRQ(  # ... announced as MR
+        message_id=1, affected_sop_class_uid=mr_storage, affected_sop_instance_uid=ds.SOPInstanceUID
+    )
+    data = encode_dataset(ds, ExplicitVRLittleEndian)
+    request = ServiceRequest(ASSOCIATION, 1, mr_storage, ExplicitVRLittleEndian, command, data)
+    channel = FakeChannel()
+    before = files_under(store.root)
+    handle_request(request, channel, Handlers(file_store=store))
+    assert channel.final.status == 0xA900
+    assert str(ds.SOPClassUID) in (channel.final.error_comment or "")
+    assert files_under(store.root) == before  # nothing written

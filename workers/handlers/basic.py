@@ -43,6 +43,7 @@ PROCESSING_FAILURE = 0x0110
 STORE_CANNOT_UNDERSTAND = 0xC211
 STORE_NO_HANDLER = 0xC210
 OUT_OF_RESOURCES = 0xA700
+DATASET_DOES_NOT_MATCH = 0xA900
 
 
 def _run_status_callback(
@@ -131,6 +132,13 @@ def _store_to_files(request: ServiceRequest, handlers: Handlers) -> StatusResult
                     request.dataset, request.transfer_syntax, sop_class, sop_instance, ""
                 )
                 uids = (record.value("StudyInstanceUID"), record.value("SeriesInstanceUID"))
+                declared = record.value("SOPClassUID")
+                if declared and declared != sop_class:
+                    # PS3.4 B.2.3: Error, Data Set does not match SOP Class
+                    return failure(
+                        DATASET_DOES_NOT_MATCH,
+                        f"data set SOP Class {declared} is not the request's {sop_class}",
+                    )
             stored = handlers.file_store.store(
                 sop_class,
                 sop_instance,
