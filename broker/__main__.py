@@ -31,10 +31,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "dicomnode broker") -> i
         config = parse_args(sys.argv[1:] if argv is None else argv, prog)
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 2
-    logging.basicConfig(
-        level=logging.DEBUG if config.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from node.logs import configure_logging
+
+    configure_logging(config.verbose, config.log_format, default_level=logging.INFO)
     try:
         server = BrokerServer(config)
     except ValueError as error:  # a CURVE key file that cannot be used

@@ -28,6 +28,8 @@ class BrokerConfig:
     max_queue: int = 10_000
     #: 0: info, 1 or more: debug (with a stats line every few seconds).
     verbose: int = 0
+    #: node.logs format of the log lines: "text" or "json".
+    log_format: str = "text"
     metrics_port: int | None = None
     #: CURVE (broker.curve): our key pair file (NAME.key_secret); None: no encryption.
     curve_secret: str | None = None
@@ -74,6 +76,9 @@ def build_parser(prog: str = "dicomnode broker") -> argparse.ArgumentParser:
         help="requests waiting for a worker before new ones are refused (default: %(default)s)",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    from node.logs import add_logging_options
+
+    add_logging_options(parser)
     parser.add_argument(
         "--metrics-port", type=int, default=None, help="serve /metrics, /healthz, /readyz"
     )
@@ -115,6 +120,7 @@ def parse_args(argv: Sequence[str], prog: str = "dicomnode broker") -> BrokerCon
             heartbeat_liveness=namespace.heartbeat_liveness,
             max_queue=namespace.max_queue,
             verbose=namespace.verbose,
+            log_format=namespace.log_format,
             metrics_port=namespace.metrics_port,
             curve_secret=curve_secret,
             curve_clients=curve_clients,

@@ -31,6 +31,9 @@ log = logging.getLogger("dicomnode.acceptor")
 
 STORAGE_COMMITMENT_PUSH = "1.2.840.10008.1.20.1"
 MODALITY_PERFORMED_PROCEDURE_STEP = "1.2.840.10008.3.1.2.3.3"
+#: Default --max-dataset-size: 4 GiB, the longest value one element can have (PS3.5 7.1.1).
+DEFAULT_MAXIMUM_DATASET_SIZE = 4 << 30
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 def build_server_ae(
@@ -57,9 +60,27 @@ def build_server_ae(
     return ae
 
 
+def parse_size(text: str) -> int:
+    """A byte count: digits with an optional binary unit (`512K`, `4G`, `4GiB`)."""
+    value = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = value[-1:] if value[-1:] in _SIZE_UNITS else ""
+    digits = value[: len(value) - len(unit)]
+    if not digits.isdigit():
+        raise argparse.ArgumentTypeError(f"not a size in bytes: {text!r} (e.g. 4294967296, 4G)")
+    return int(digits) * _SIZE_UNITS[unit]
+
+
 def add_access_options(parser: argparse.ArgumentParser) -> None:
-    """Who may associate (PS3.8 A-ASSOCIATE-RJ reasons 2, 3 and 7; PS3.7 D.3.3.7) and
-    DICOM over TLS (PS3.15 B.x)."""
+    """Who may associate (PS3.8 A-ASSOCIATE-RJ reasons 2, 3 and 7; PS3.7 D.3.3.7),
+    DICOM over TLS (PS3.15 B.x) and the data set size cap."""
+    parser.add_argument(
+        "--max-dataset-size",
+        type=parse_size,
+        default=DEFAULT_MAXIMUM_DATASET_SIZE,
+        metavar="BYTES",
+        help="refuse a data set larger than this (C-STORE: A700H Out of Resources; the "
+        "association goes on); units K, M, G allowed; 0 = no cap (default: 4G)",
+    )
     parser.add_argument(
         "--require-called-aet",
         action="store_true",
@@ -126,6 +147,7 @@ def apply_access_options(ae: AE, args: argparse.Namespace) -> None:
     ae.require_calling_aet = list(args.require_calling_aet)
     ae.calling_aet_networks = parse_allow(args.allow)
     ae.maximum_associations_per_aet = args.max_per_aet
+    ae.maximum_dataset_size = args.max_dataset_size or None
     if args.users:
         from node.users import UserTable
 
@@ -151,6 +173,8 @@ def forwarded_access_arguments(args: argparse.Namespace) -> list[str]:
     """The options of add_access_options() beyond --require-called/calling-aet, as the
     acceptor processes of `serve --workers N` take them."""
     forwarded: list[str] = []
+    if args.max_dataset_size != DEFAULT_MAXIMUM_DATASET_SIZE:
+        forwarded += ["--max-dataset-size", str(args.max_dataset_size)]
     for value in args.allow:
         forwarded += ["--allow", str(value)]
     if args.max_per_aet is not None:
@@ -190,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--network-timeout", type=float, default=60.0)
     add_access_options(parser)
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="acceptor processes sharing the port (SO_REUSEPORT)",
+    )
+    parser.add_argument(
         "--local-echo",
         action="store_true",
         help="answer C-ECHO here (when no worker has a custom echo handler)",
@@ -215,17 +245,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="share the port with other acceptor processes (SO_REUSEPORT)",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0)
+    from node.logs import add_logging_options
+
+    add_logging_options(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from node.config import parse_with_config
 
-    args = parse_with_config(build_parser(), list(sys.argv[1:] if argv is None else argv))
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2),
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
-    )
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = parse_with_config(build_parser(), arguments)
+    from node.logs import configure_logging
+
+    configure_logging(args.verbose, args.log_format)
+    if args.processes > 1:
+        from node.processes import supervise_copies
+
+        extra = [] if args.reuse_port else ["--reuse-port"]
+        return supervise_copies("node.acceptor", arguments, args.processes, extra=extra)
     ae = build_server_ae(
         args.ae_title,
         args.port,

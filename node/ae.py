@@ -116,6 +116,7 @@ class ApplicationEntity:
         self.require_called_aet = False
         self._calling_aet_networks: dict[str, list[str]] = {}
         self._maximum_associations_per_aet: int | None = None
+        self._maximum_dataset_size: int | None = None
         #: Reject associations that propose no User Identity (PS3.7 D.3.3.7); the identity
         #: itself is checked by on_user_identity / EVT_USER_ID.
         self.require_user_identity = False
@@ -270,6 +271,21 @@ class ApplicationEntity:
                 f"maximum_associations_per_aet must be None or a positive integer, not {value!r}"
             )
         self._maximum_associations_per_aet = value
+
+    @property
+    def maximum_dataset_size(self) -> int | None:
+        """As SCP, refuse a request whose data set is larger than this many bytes (C-STORE:
+        A700H Out of Resources, PS3.4 B.2.3) and drop the rest of it; the association goes on.
+        None (the default): no cap."""
+        return self._maximum_dataset_size
+
+    @maximum_dataset_size.setter
+    def maximum_dataset_size(self, value: int | None) -> None:
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 0
+        ):
+            raise ValueError(f"maximum_dataset_size must be None or an integer >= 0, not {value!r}")
+        self._maximum_dataset_size = value
 
     @property
     def implementation_class_uid(self) -> str:
@@ -556,8 +572,10 @@ class ApplicationEntity:
             dimse_timeout=self._dimse_timeout,
             network_timeout=self._network_timeout,
             maximum_pdu_size=self._maximum_pdu_size,
+            maximum_dataset_size=self._maximum_dataset_size,
             hooks=self._hooks(),
             local_echo=(lambda: self._echo_locally(broker is not None)),
+            on_connection=self._on_receive_connection,
         )
         server = AcceptorServer(settings)
 
@@ -608,6 +626,11 @@ class ApplicationEntity:
         cluster.start()
         self._cluster = cluster
         return cluster.frontend
+
+    def _on_receive_connection(self, address: tuple[str, int]) -> Any:
+        """on_receive_connection(address) -> False refuses the TCP connection at once."""
+        hook = self.on_receive_connection
+        return None if hook is None else hook(address)
 
     def _echo_locally(self, remote: bool) -> bool:
         """Whether the acceptor answers C-ECHO itself: when told to (local_echo=True), or by
@@ -800,6 +823,12 @@ class ApplicationEntity:
             handlers=self._handlers(evt_handlers),
         )
         ssl_context, hostname = tls_args if tls_args else (None, None)
+        if self.on_make_connection is not None:
+            # on_make_connection((host, port)) may return {"ssl": SSLContext,
+            # "server_hostname": str} to wrap the connection we are about to make (e.g. TLS)
+            wrap = self.on_make_connection((addr, port)) or {}
+            ssl_context = wrap.get("ssl", ssl_context)
+            hostname = wrap.get("server_hostname", hostname)
         return await open_association(
             addr,
             port,

@@ -91,6 +91,14 @@ class BridgeStream:
         self.paused = self.unacknowledged > STREAM_WINDOW and not last
         return self.paused
 
+    def discard(self) -> None:
+        """The acceptor refused the request mid-stream (it answered it already): forget it
+        here too; the cancel the acceptor sent makes the worker drop its spool."""
+        self.failed = True
+        key = (self.request.association.assoc_id, self.request.message_id)
+        self.dispatcher.streams.pop(key, None)
+        self.dispatcher.pending.pop(key, None)
+
     def acknowledged(self, size: int) -> None:
         self.unacknowledged = max(0, self.unacknowledged - size)
         if self.paused and self.unacknowledged <= STREAM_WINDOW // 2:

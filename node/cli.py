@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from node.logs import add_logging_options, configure_logging
+
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
@@ -62,6 +64,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--acse-timeout", type=_positive_float, default=30.0)
     parser.add_argument("--dimse-timeout", type=_positive_float, default=None)
     parser.add_argument("-v", "--verbose", action="count", default=0)
+    add_logging_options(parser)
     tls = parser.add_argument_group("DICOM over TLS (PS3.15 BCP 195 profiles, TLS 1.2+)")
     tls.add_argument(
         "--tls", action="store_true", help="connect with TLS (implied by the options below)"
@@ -199,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="call on_study_stable (--handlers) for a study that got no instance this long",
     )
     serve.add_argument("-v", "--verbose", action="count", default=0)
+    add_logging_options(serve)
 
     echo = commands.add_parser("echo", help="C-ECHO a peer")
     _common(echo)
@@ -592,16 +596,19 @@ def command_move(args: argparse.Namespace) -> int:
 def command_serve(args: argparse.Namespace) -> int:
     if args.workers < 0 or args.acceptors < 1:
         raise CommandError("--workers must be >= 0 and --acceptors >= 1")
-    print(
+    banner = (
         f"dicomnode serving {args.ae_title} on {args.bind}:{args.port}, "
         f"data in {os.path.abspath(args.data_dir)}, "
         + (
             f"{args.acceptors} acceptor(s), {args.workers} worker(s)"
             if args.workers
             else "in one process"
-        ),
-        flush=True,
+        )
     )
+    if args.log_format == "json":  # the banner as a log line: every line of output is JSON
+        logging.getLogger("dicomnode.serve").info("%s", banner)
+    else:
+        print(banner, flush=True)
     from node.acceptor import forwarded_access_arguments, tls_server_context
 
     ssl_context = tls_server_context(args)  # a bad certificate or key fails here, at once
@@ -625,6 +632,7 @@ def command_serve(args: argparse.Namespace) -> int:
                 known_aes=list(args.known_ae),
                 fsync=not args.no_fsync,
                 verbose=args.verbose,
+                log_format=args.log_format,
                 handlers_module=args.handlers,
                 runtime_dir=args.runtime_dir,
                 acse_timeout=args.acse_timeout,
@@ -766,8 +774,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.command = "serve"
     else:
         args = parser.parse_args(arguments)
-    level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose, getattr(args, "log_format", "text"))
     try:
         return COMMANDS[args.command](args)
     except CommandError as error:

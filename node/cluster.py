@@ -33,6 +33,8 @@ class ClusterConfig:
     known_aes: list[tuple[str, tuple[str, int]]] = field(default_factory=list)
     fsync: bool = True
     verbose: int = 0
+    #: --log-format of every role process (node.logs: "text" or "json").
+    log_format: str = "text"
     handlers_module: str | None = None
     runtime_dir: str | None = None
     acse_timeout: float = 30.0
@@ -91,7 +93,7 @@ class Cluster:
     def _commands(self) -> list[_Role]:
         config = self.config
         python = sys.executable
-        verbose = ["-v"] * config.verbose
+        verbose = ["-v"] * config.verbose + ["--log-format", config.log_format]
         roles = [
             _Role(
                 "broker",

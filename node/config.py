@@ -20,6 +20,7 @@ KEYS: dict[tuple[str, str], str] = {
     ("node", "bind"): "bind",
     ("node", "maximum_associations"): "max_associations",
     ("node", "maximum_pdu_size"): "max_pdu",
+    ("node", "maximum_dataset_size"): "max_dataset_size",
     ("node", "require_called_aet"): "require_called_aet",
     ("node", "require_calling_aet"): "require_calling_aet",
     ("node", "workers"): "workers",
@@ -39,6 +40,7 @@ KEYS: dict[tuple[str, str], str] = {
     ("broker", "heartbeat_liveness"): "heartbeat_liveness",
     ("broker", "max_queue"): "max_queue",
     ("metrics", "port"): "metrics_port",
+    ("logging", "format"): "log_format",
     ("security", "curve_keys"): "curve_keys",
     ("security", "curve_secret"): "curve_secret",
     ("security", "curve_server_public"): "curve_server_public",
@@ -116,6 +118,11 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str]) -> a
                     value = action.type(str(value))  # type: ignore[operator]
                 except (argparse.ArgumentTypeError, ValueError) as error:
                     parser.error(f"{known.config}: {destination}: {error}")
+            if action.choices is not None and value not in action.choices:
+                parser.error(
+                    f"{known.config}: {destination}: {value!r} is not one of "
+                    + ", ".join(map(str, action.choices))
+                )
             defaults[destination] = value
             action.required = False  # the file supplies it
         parser.set_defaults(**defaults)

@@ -91,6 +91,10 @@ class _LocalStream:
             self.dispatcher.submit(request, self.sink)
         return False
 
+    def discard(self) -> None:
+        """The request was refused mid-stream: drop the spool."""
+        self.spool.discard()
+
 
 class ThreadDispatcher:
     """Dispatcher that runs `workers.service.handle_request` on a thread pool."""

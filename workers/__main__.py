@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve /metrics, /healthz and /readyz on this port",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0)
+    from node.logs import add_logging_options
+
+    add_logging_options(parser)
     from broker.curve import add_client_options
 
     add_client_options(parser)
@@ -149,10 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from node.config import parse_with_config
 
     args = parse_with_config(build_parser(), args_list)
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2),
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
-    )
+    from node.logs import configure_logging
+
+    configure_logging(args.verbose, args.log_format)
     if args.processes > 1:
         from node.processes import supervise_copies
 

@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from node.acse.negotiation import Acceptance, AcceptorPolicy, negotiate_as_acceptor
 from node.dimse.commands import CCancelRQ, CEchoRQ, CEchoRSP, CStoreRQ
-from node.dimse.fragment import DatasetChunk, DatasetStreamStarted
+from node.dimse.errors import DatasetTooLargeError
+from node.dimse.fragment import DatasetChunk, DatasetStreamStarted, MessageAssembler
 from node.dimse.messages import RESPONSE_CLASS
+from node.dimse.status import StatusCategory, classify
 from node.dispatch import AssociationInfo, ServiceRequest, StorageContext
 from node.transport.connection import Connection
 from node.ul.association import Role
@@ -39,8 +42,9 @@ if TYPE_CHECKING:
 
     from node.dimse.commands import DimseMessage
     from node.dimse.errors import CommandSetError
+    from node.dimse.fragment import AssemblerEvent
     from node.dispatch import Dispatcher
-    from node.ul.pdu import PDU
+    from node.ul.pdu import PDU, PresentationDataValueItem
 
 log = logging.getLogger("dicomnode.acceptor")
 
@@ -87,12 +91,17 @@ class ServerSettings:
     hooks: AssociationHooks = field(default_factory=AssociationHooks)
     #: Data sets larger than this are streamed to the dispatcher in chunks, never held whole.
     stream_threshold: int | None = 4 << 20
+    #: A data set larger than this is refused (A700H for C-STORE/C-FIND, 0213H otherwise) and
+    #: the rest of it dropped, the association going on; None: no cap.
+    maximum_dataset_size: int | None = None
     #: Told about associations and requests (node.observability.ServerObserver), or None.
     observer: Any = None
     #: Answer C-ECHO here, without the dispatcher, when no custom echo handler exists anywhere
     #: (Verification, PS3.4 A: nothing to do but answer success; saves a round trip).
     local_echo: Callable[[], bool] = lambda: False
-    connection_wrapper: Callable[[Any], Any] | None = None
+    #: Called with the peer's (host, port) for every new TCP connection, before any PDU;
+    #: returning False closes it at once (the AE's on_receive_connection).
+    on_connection: Callable[[tuple[str, int]], Any] | None = None
 
 
 def abort_category(reason: str) -> str:
@@ -106,6 +115,32 @@ def abort_category(reason: str) -> str:
     if "shutting down" in reason:
         return "shutdown"
     return "connection_lost"
+
+
+class _RefusingAssembler(MessageAssembler):
+    """A MessageAssembler whose DatasetTooLargeError goes to `refuse` instead of up to the
+    connection (which would abort): the assembler drops the rest of that data set itself."""
+
+    __slots__ = ("_refuse",)
+
+    def __init__(
+        self,
+        refuse: Callable[[int, DatasetTooLargeError], None],
+        *,
+        stream_threshold: int | None,
+        maximum_dataset_size: int | None,
+    ) -> None:
+        super().__init__(
+            stream_threshold=stream_threshold, maximum_dataset_size=maximum_dataset_size
+        )
+        self._refuse = refuse
+
+    def add_pdv(self, pdv: PresentationDataValueItem) -> AssemblerEvent | None:
+        try:
+            return super().add_pdv(pdv)
+        except DatasetTooLargeError as error:
+            self._refuse(pdv.context_id, error)
+            return None
 
 
 class AcceptorServer:
@@ -177,6 +212,12 @@ class ServerAssociation(Connection):
             idle_timeout=settings.network_timeout,
             stream_threshold=settings.stream_threshold,
         )
+        if settings.maximum_dataset_size is not None:
+            self.assembler = _RefusingAssembler(
+                self.on_dataset_too_large,
+                stream_threshold=settings.stream_threshold,
+                maximum_dataset_size=settings.maximum_dataset_size,
+            )
         self.server = server
         self.settings = settings
         self.assoc_id = assoc_id
@@ -193,12 +234,30 @@ class ServerAssociation(Connection):
         self._suboperations: dict[int, asyncio.Future[int]] = {}
         #: The data set being streamed: (request, dispatcher stream, bytes not yet passed on).
         self._stream: tuple[ServiceRequest, Any, bytearray] | None = None
+        #: For the association's log line (node.logs): requests answered, bytes read, start.
+        self.requests_answered = 0
+        self.bytes_received = 0
+        self.opened_at = self.loop.time()
 
     # --- association life -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.server.associations.add(self)
         super().connection_made(transport)
+        hook = self.settings.on_connection
+        if hook is not None:
+            try:
+                allowed = hook(self.peer_address) is not False
+            except Exception:  # a user hook must not break the acceptor
+                log.exception("on_receive_connection raised: closing the connection")
+                allowed = False
+            if not allowed:
+                self.close_reason = "refused by on_receive_connection"
+                transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_received += len(data)
+        super().data_received(data)
 
     def on_pdu(self, pdu: PDU) -> None:
         if isinstance(pdu, AssociateRQ):
@@ -228,13 +287,7 @@ class ServerAssociation(Connection):
             associations_by_calling_aet=self.server.established_by_calling_aet(),
         )
         if not isinstance(decision, Acceptance):
-            log.info(
-                "rejected association from %s (%s -> %s): %s",
-                self.peer_address[0],
-                request.calling_ae_title,
-                request.called_ae_title,
-                decision.reason,
-            )
+            self.log_association("rejected", decision.reason)
             self.close_reason = f"rejected: {decision.reason}"
             self.send_pdu(decision.pdu)
             if settings.observer is not None:
@@ -246,7 +299,7 @@ class ServerAssociation(Connection):
         except LocalProtocolError as error:
             # A rejected context echoes the peer's first transfer syntax (PS3.8 9.3.3.2), which
             # may be text we cannot put on the wire: refuse the association instead of dying.
-            log.warning("cannot answer association from %s: %s", self.peer_address[0], error)
+            self.log_association("rejected", f"cannot answer: {error}", level=logging.WARNING)
             self.close_reason = f"rejected: {error}"
             self.send_pdu(
                 AssociateRJ(
@@ -307,6 +360,13 @@ class ServerAssociation(Connection):
 
     def on_closed(self, reason: str) -> None:
         self.server.associations.discard(self)
+        if self.acceptance is not None:
+            if self.close_reason == "released":
+                self.log_association("released")
+            else:
+                self.log_association("aborted", abort_category(self.close_reason))
+        elif self.request is None:
+            log.debug("connection from %s closed: %s", self.peer_address[0], reason)
         observer = self.settings.observer
         if observer is not None and self.acceptance is not None:
             if self.close_reason == "released":
@@ -340,21 +400,13 @@ class ServerAssociation(Connection):
         )
         if sop_class is not None and sop_class != context[0]:
             # PS3.7 C.5: the SOP Class of a request is the abstract syntax of its context.
-            log.warning(
-                "association %d: %s with SOP Class %s on context %d (%s)",
-                self.assoc_id,
-                type(command).__name__,
-                sop_class,
-                context_id,
-                context[0],
+            message_id = int(getattr(command, "message_id", 0))
+            comment = f"SOP Class {sop_class} is not the abstract syntax of context {context_id}"
+            response = self.refuse(
+                context_id, command.COMMAND_FIELD, message_id, SOP_CLASS_NOT_SUPPORTED, comment
             )
-            self.refuse(
-                context_id,
-                command.COMMAND_FIELD,
-                int(getattr(command, "message_id", 0)),
-                SOP_CLASS_NOT_SUPPORTED,
-                f"SOP Class {sop_class} is not the abstract syntax of context {context_id}",
-            )
+            self.requests_answered += 1
+            self.log_failed_request(message_id, response, f"{comment} ({context[0]})")
             return None
         timeout = self.settings.dimse_timeout
         return ServiceRequest(
@@ -455,8 +507,7 @@ class ServerAssociation(Connection):
         elif context_id not in self.contexts:
             self.provider_abort_unknown_context(context_id)
         else:
-            log.warning("association %d: %s", self.assoc_id, error)
-            self.refuse(
+            response = self.refuse(
                 context_id,
                 error.command_field,
                 error.message_id,
@@ -464,6 +515,38 @@ class ServerAssociation(Connection):
                 str(error),
                 error.offending_element,
             )
+            self.requests_answered += 1
+            self.log_failed_request(error.message_id, response, str(error))
+
+    def on_dataset_too_large(self, context_id: int, error: DatasetTooLargeError) -> None:
+        """A data set over `maximum_dataset_size`: answer the request with the error's status
+        (A700H Out of Resources for C-STORE, PS3.4 B.2.3) and go on; the assembler drops the
+        rest of the data set. A part already streamed to the dispatcher is abandoned."""
+        command = error.command
+        message_id = int(getattr(command, "message_id", 0))
+        streamed = self._stream
+        if streamed is not None and streamed[0].command is command:
+            self._stream = None
+            request = streamed[0]
+            self.in_flight.pop(message_id, None)
+            self.settings.dispatcher.cancel(self.assoc_id, message_id)
+            discard = getattr(streamed[1], "discard", None)
+            if discard is not None:
+                discard()
+            if self.settings.observer is not None:
+                self.settings.observer.request_finished(request, error.status)
+            if not self.queued:
+                self.resume_reading()
+        if not command.is_request:
+            self.provider_abort(error)
+        elif context_id not in self.contexts:
+            self.provider_abort_unknown_context(context_id)
+        else:
+            response = self.refuse(
+                context_id, command.COMMAND_FIELD, message_id, error.status, str(error)
+            )
+            self.requests_answered += 1
+            self.log_failed_request(message_id, response, str(error))
 
     def refuse(
         self,
@@ -504,6 +587,75 @@ class ServerAssociation(Connection):
         if not future.done():
             future.set_result(int(getattr(command, "status", 0xC000)))
 
+    # --- logs (node.logs): one line per association, one per failed request --------------
+
+    def log_association(self, outcome: str, reason: str = "", level: int = logging.INFO) -> None:
+        """The association's line: `outcome` released, aborted (`reason` the abort category)
+        or rejected (`reason` why), with its peer, AE titles, duration, requests and bytes."""
+        request = self.request
+        calling = request.calling_ae_title if request is not None else ""
+        called = request.called_ae_title if request is not None else ""
+        fields: dict[str, Any] = {
+            "assoc_id": self.assoc_id,
+            "acceptor": self._acceptor_id(),
+            "peer": self.peer_address[0],
+            "peer_port": self.peer_address[1],
+            "calling_aet": calling,
+            "called_aet": called,
+            "outcome": outcome,
+            "reason": reason,
+            "duration_ms": round((self.loop.time() - self.opened_at) * 1000, 1),
+            "requests": self.requests_answered,
+            "bytes_received": self.bytes_received,
+        }
+        if outcome == "aborted":
+            fields["detail"] = self.close_reason
+        log.log(
+            level,
+            "%s association from %s (%s -> %s)%s",
+            outcome,
+            self.peer_address[0],
+            calling,
+            called,
+            f": {reason}" if reason else "",
+            extra=fields,
+        )
+
+    def _acceptor_id(self) -> str:
+        """The id that tags this acceptor's requests on the wire (the bridge's), so a line
+        here meets the broker's and workers' lines about the same request."""
+        return str(getattr(self.settings.dispatcher, "acceptor_id", self.settings.acceptor_id))
+
+    def log_failed_request(
+        self, message_id: int, response: DimseMessage, comment: str | None = None
+    ) -> None:
+        """A WARNING line for a final response whose status is in the Warning or Failure
+        class (PS3.7 Annex C); nothing for success or cancel."""
+        status = int(getattr(response, "status", 0xC000))
+        category = classify(status)
+        if category is not StatusCategory.WARNING and category is not StatusCategory.FAILURE:
+            return
+        name = type(response).__name__.removesuffix("RSP")
+        command = name[:1] + "-" + re.sub(r"(?<=[a-z])(?=[A-Z])", "-", name[1:]).upper()
+        outcome = "failed" if category is StatusCategory.FAILURE else "warning"
+        log.warning(
+            "%s request %d %s: status 0x%04X",
+            command,
+            message_id,
+            outcome,
+            status,
+            extra={
+                "assoc_id": self.assoc_id,
+                "acceptor": self._acceptor_id(),
+                "msg_id": message_id,
+                "command": command,
+                "status": f"0x{status:04X}",
+                "outcome": outcome,
+                "error_comment": comment or getattr(response, "error_comment", None),
+                "calling_aet": self.info.calling_ae_title if self.info is not None else None,
+            },
+        )
+
     # --- ReplySink --------------------------------------------------------------------------
 
     def send_response(
@@ -535,10 +687,12 @@ class ServerAssociation(Connection):
             final = True
         if final:
             del self.in_flight[request.message_id]
+            self.requests_answered += 1
+            status = int(getattr(response, "status", 0xC000))
+            if status:
+                self.log_failed_request(request.message_id, response)
             if self.settings.observer is not None:
-                self.settings.observer.request_finished(
-                    request, int(getattr(response, "status", 0xC000))
-                )
+                self.settings.observer.request_finished(request, status)
             while self.queued and len(self.in_flight) < self.window:
                 self._submit(self.queued.popleft())
             if self._release_pending:

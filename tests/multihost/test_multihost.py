@@ -269,7 +269,9 @@ def acceptor_host_dies(cluster: Cluster, root: Path, expected: set[str], first: 
     )
     seen_down = datetime.now()
     finish_failure_run(cluster, run, expected)
-    assert run.failed_runs >= 1  # associations on the killed acceptor were cut short
+    # Associations open on acceptor1 when it died were cut short and retried (usually 1-3;
+    # 0 when they happened to finish between the check above and the kill: not asserted).
+    print(f"acceptor-down: {run.failed_runs} client run(s) cut short and retried")
 
     # HAProxy logs each association when it ends, with its accept time and server.
     def sessions() -> list[tuple[datetime, str]] | None:

@@ -1,0 +1,84 @@
+# `dicomnode acceptor --processes N` and `dicomnode worker --processes N`: N copies of the role
+# supervised by one parent, acceptors sharing one port (SO_REUSEPORT).
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.synthetic import free_port, run_tool
+
+pytestmark = [pytest.mark.cluster, pytest.mark.interop]
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent:
+                found.append(int(entry.name))
+    return found
+
+
+def _until(condition, limit: float, what: str) -> None:
+    deadline = time.monotonic() + limit
+    pause = threading.Event()
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        pause.wait(0.1)
+
+
+def test_two_acceptor_and_two_worker_processes_from_one_command(tmp_path: Path):
+    frontend = f"ipc://{tmp_path}/frontend"
+    backend = f"ipc://{tmp_path}/backend"
+    port = free_port()
+    python = sys.executable
+    commands = [
+        [python, "-m", "broker", "--frontend", frontend, "--backend", backend],
+        [python, "-m", "workers", "--broker", backend, "--processes", "2"],
+        [
+            python,
+            "-m",
+            "node.acceptor",
+            "--broker",
+            frontend,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--processes",
+            "2",
+            "--local-echo",
+        ],
+    ]
+    processes = [
+        subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for command in commands
+    ]
+    try:
+        _until(lambda: len(_children(processes[2].pid)) == 2, 30, "two acceptor processes")
+        _until(lambda: len(_children(processes[1].pid)) == 2, 30, "two worker processes")
+        _until(lambda: run_tool(["echoscu", "127.0.0.1", port]).returncode == 0, 30, "C-ECHO")
+        results = [run_tool(["echoscu", "127.0.0.1", port]) for _ in range(8)]
+        assert all(result.returncode == 0 for result in results)
+    finally:
+        for process in reversed(processes):
+            process.send_signal(signal.SIGTERM)
+        codes = []
+        for process in reversed(processes):
+            try:
+                codes.append(process.wait(60))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                codes.append(process.wait())
+    assert codes == [0, 0, 0]
