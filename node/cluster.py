@@ -213,11 +213,22 @@ class Cluster:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         self.start()
+        health = None
+        if self.config.metrics_port:
+            # the supervisor's own endpoint, after the roles' ports: role restarts
+            from node.observability import HealthEndpoint
+
+            health = HealthEndpoint(
+                self.config.metrics_port + self.config.acceptors + self.config.workers + 1
+            )
         while not self._stopping:
             for role in self.roles:
                 process = role.process
                 if process is not None and process.poll() is not None and not self._stopping:
                     role.restarts += 1
+                    from node.observability import WORKER_RESTARTS
+
+                    WORKER_RESTARTS.labels(role.name.split("-")[0]).inc()
                     log.warning(
                         "%s exited with %s: restarting (restart %d)",
                         role.name,
@@ -229,6 +240,8 @@ class Cluster:
         self._terminate("acceptor", self.config.drain_timeout + 5.0)
         self._terminate("worker", 30.0)
         self._terminate("broker", 5.0)
+        if health is not None:
+            health.close()
         return 0
 
 
