@@ -244,6 +244,8 @@ class BrokerState:
                 return self._on_suboperation(worker, envelope, parts)
             if kind == wire.CHUNK_ACK:
                 return self._on_chunk_ack(worker, envelope, parts)
+            if kind == wire.EVENT_REPORT:
+                return self._on_event_report(worker, envelope, parts)
         except wire.WireError as error:
             return [self._fault("bad_field", identity, f"{kind}: {error}")]
         if kind == wire.HEARTBEAT:
@@ -468,6 +470,20 @@ class BrokerState:
             return [self._fault("stale_reply", worker.identity, f"no request {key} in flight")]
         packed = _repack(envelope, worker=worker.name)
         return [SendToAcceptor(request.acceptor, (packed, *parts[1:]), wire.SUBOPERATION)]
+
+    def _on_event_report(
+        self, worker: _Worker, envelope: wire.Envelope, parts: tuple[Part, ...]
+    ) -> list[Action]:
+        """A worker asks an acceptor to send an N-EVENT-REPORT on an association that may
+        outlive the request it came from: routed by the envelope's acceptor, not in-flight."""
+        acceptor = envelope["acceptor"]
+        if not isinstance(acceptor, str) or acceptor.encode() not in self._acceptors:
+            status = wire.pack_envelope(
+                wire.SUBOPERATION_STATUS, worker=worker.name, sub_id=envelope["sub_id"], status=-1
+            )
+            return [SendToWorker(worker.identity, (status,), wire.SUBOPERATION_STATUS)]
+        packed = _repack(envelope, worker=worker.name)
+        return [SendToAcceptor(acceptor.encode(), (packed, *parts[1:]), wire.EVENT_REPORT)]
 
     def _on_chunk_ack(
         self, worker: _Worker, envelope: wire.Envelope, parts: tuple[Part, ...]

@@ -23,6 +23,10 @@
 #                                      order, the last with `last` true), pinned to one worker
 #   chunk_ack            W -> B -> A   the worker spooled that chunk (`size` bytes): the
 #                                      acceptor's window for unacknowledged bytes reopens
+#   event_report         W -> B -> A   send an N-EVENT-REPORT-RQ on association `assoc_id`
+#                                      (still open?) on context `ctx_id`, after its request
+#                                      ended (Storage Commitment, PS3.4 J.3.3); answered with
+#                                      suboperation_status (status -1: not delivered)
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
@@ -45,6 +49,7 @@ HEARTBEAT: Final = "heartbeat"
 ERROR: Final = "error"
 CHUNK: Final = "chunk"
 CHUNK_ACK: Final = "chunk_ack"
+EVENT_REPORT: Final = "event_report"
 
 #: Keys every message of a kind must carry (beyond `v` and `kind`).
 REQUIRED_KEYS: Final[dict[str, tuple[str, ...]]] = {
@@ -78,6 +83,16 @@ REQUIRED_KEYS: Final[dict[str, tuple[str, ...]]] = {
     ERROR: ("acceptor", "assoc_id", "msg_id", "status", "type", "message"),
     CHUNK: ("acceptor", "assoc_id", "msg_id", "seq", "last"),
     CHUNK_ACK: ("acceptor", "assoc_id", "msg_id", "seq", "size"),
+    EVENT_REPORT: (
+        "acceptor",
+        "assoc_id",
+        "ctx_id",
+        "sub_id",
+        "event_type",
+        "sop_class",
+        "sop_instance",
+        "ts_uid",
+    ),
 }
 
 #: Requests that are safe to run twice (C-ECHO, C-FIND, and C-STORE, idempotent by SOP

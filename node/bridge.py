@@ -15,6 +15,7 @@ import os
 import socket
 import time
 import uuid
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -133,6 +134,8 @@ class ZmqDispatcher:
         self.socket: zmq.asyncio.Socket | None = None
         self.pending: dict[tuple[int, int], tuple[ServiceRequest, ReplySink, float]] = {}
         self.streams: dict[tuple[int, int], BridgeStream] = {}
+        #: assoc_id -> its sink, for messages that outlive a request (event_report).
+        self.associations: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
         self.invalid_messages = 0
         self.reconnects = 0
         #: Workers alive, as the broker's last heartbeat said (None: not heard yet).
@@ -200,6 +203,7 @@ class ZmqDispatcher:
 
     def _submit(self, request: ServiceRequest, sink: ReplySink, *, stream: bool) -> None:
         association = request.association
+        self.associations[association.assoc_id] = sink
         key = (association.assoc_id, request.message_id)
         now = time.time()
         timeout = self.request_timeout
@@ -329,6 +333,8 @@ class ZmqDispatcher:
             stream = self.streams.get(key)
             if stream is not None:
                 stream.acknowledged(int(envelope["size"]))
+        elif kind == wire.EVENT_REPORT:
+            asyncio.get_running_loop().create_task(self._event_report(envelope, bytes(dataset)))
         elif kind == wire.SUBOPERATION:
             entry = self.pending.get(key)
             if entry is None:
@@ -359,6 +365,35 @@ class ZmqDispatcher:
                     worker=envelope.get("worker", ""),
                     sub_id=envelope["sub_id"],
                     status=status,
+                    acceptor=self.acceptor_id,
+                ),
+            ]
+        )
+
+    async def _event_report(self, envelope: wire.Envelope, dataset: bytes) -> None:
+        """Send a worker's N-EVENT-REPORT on its association if that is still open."""
+        status: int | None = None
+        sink = self.associations.get(int(envelope["assoc_id"]))
+        sender = getattr(sink, "send_event_report", None)
+        if sender is not None:
+            try:
+                status = await sender(
+                    int(envelope["ctx_id"]),
+                    str(envelope["sop_class"]),
+                    str(envelope["sop_instance"]),
+                    int(envelope["event_type"]),
+                    dataset or None,
+                )
+            except Exception as error:  # noqa: BLE001 - not delivered: the worker falls back
+                log.warning("N-EVENT-REPORT on association failed: %s", error)
+        self.send_frames(
+            [
+                b"",
+                wire.pack_envelope(
+                    wire.SUBOPERATION_STATUS,
+                    worker=envelope.get("worker", ""),
+                    sub_id=envelope["sub_id"],
+                    status=-1 if status is None else status,
                     acceptor=self.acceptor_id,
                 ),
             ]

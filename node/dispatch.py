@@ -128,3 +128,9 @@ class Channel(Protocol):
 
     def is_cancelled(self) -> bool:
         """True once a C-CANCEL for this request arrived."""
+
+    def event_report(
+        self, sop_class_uid: str, sop_instance_uid: str, event_type: int, dataset: bytes | None
+    ) -> int | None:
+        """N-EVENT-REPORT on the requesting association, even after the final response (if the
+        association is still open); the peer's status, or None when it could not be sent."""

@@ -63,6 +63,24 @@ class _ThreadChannel:
     def is_cancelled(self) -> bool:
         return self.cancelled.is_set()
 
+    def event_report(
+        self, sop_class_uid: str, sop_instance_uid: str, event_type: int, dataset: bytes | None
+    ) -> int | None:
+        sender = getattr(self.sink, "send_event_report", None)
+        if sender is None:
+            return None
+        request = self.request
+        future = asyncio.run_coroutine_threadsafe(
+            sender(request.context_id, sop_class_uid, sop_instance_uid, event_type, dataset),
+            self.loop,
+        )
+        try:
+            result: int | None = future.result(self.suboperation_timeout)
+        except Exception:  # noqa: BLE001 - not delivered: the caller falls back
+            future.cancel()
+            return None
+        return result
+
 
 class _LocalStream:
     """A streamed data set spooled to a Part 10 file, then handled like any request."""

@@ -137,6 +137,32 @@ class WorkerChannel:
     def is_cancelled(self) -> bool:
         return self.cancelled.is_set()
 
+    def event_report(
+        self, sop_class_uid: str, sop_instance_uid: str, event_type: int, dataset: bytes | None
+    ) -> int | None:
+        """N-EVENT-REPORT on the requesting association through its acceptor (wire kind
+        event_report); None when the acceptor says it is gone or does not answer in time."""
+        sub_id, waiter = self.worker.new_suboperation()
+        envelope = self.envelope
+        header = wire.pack_envelope(
+            wire.EVENT_REPORT,
+            acceptor=envelope["acceptor"],
+            assoc_id=envelope["assoc_id"],
+            ctx_id=envelope["ctx_id"],
+            sub_id=sub_id,
+            event_type=event_type,
+            sop_class=sop_class_uid,
+            sop_instance=sop_instance_uid,
+            ts_uid=envelope["ts_uid"],
+        )
+        self.worker.outbox.send([b"", header, b"", dataset or b""])
+        try:
+            if not waiter.event.wait(SUBOPERATION_TIMEOUT):
+                return None
+            return waiter.status if waiter.status >= 0 else None
+        finally:
+            self.worker.forget_suboperation(sub_id)
+
 
 @dataclass
 class _Waiter:

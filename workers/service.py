@@ -104,6 +104,15 @@ class _GuardedChannel:
     def is_cancelled(self) -> bool:
         return self.channel.is_cancelled()
 
+    def event_report(
+        self, sop_class_uid: str, sop_instance_uid: str, event_type: int, dataset: bytes | None
+    ) -> int | None:
+        sender = getattr(self.channel, "event_report", None)
+        if sender is None:
+            return None
+        result: int | None = sender(sop_class_uid, sop_instance_uid, event_type, dataset)
+        return result
+
 
 def failure_response(request: ServiceRequest, status: int, comment: str) -> Any:
     """A final failure response of the right type for `request` (PS3.7 Annex C)."""

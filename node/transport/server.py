@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from node.acse.negotiation import Acceptance, AcceptorPolicy, negotiate_as_acceptor
-from node.dimse.commands import CCancelRQ, CEchoRQ, CEchoRSP, CStoreRQ
+from node.dimse.commands import CCancelRQ, CEchoRQ, CEchoRSP, CStoreRQ, NEventReportRQ
 from node.dimse.errors import DatasetTooLargeError
 from node.dimse.fragment import DatasetChunk, DatasetStreamStarted, MessageAssembler
 from node.dimse.messages import RESPONSE_CLASS
@@ -737,3 +737,41 @@ class ServerAssociation(Connection):
         )
         timeout = self.settings.dimse_timeout
         return await asyncio.wait_for(future, timeout) if timeout else await future
+
+    async def send_event_report(
+        self,
+        context_id: int,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        event_type: int,
+        dataset: bytes | None,
+    ) -> int | None:
+        """N-EVENT-REPORT-RQ on this association (e.g. a Storage Commitment result, PS3.4
+        J.3.3, after the N-ACTION-RSP); the N-EVENT-REPORT-RSP status, or None when the
+        association is no longer there to carry it."""
+        if (
+            self.transport is None
+            or self.transport.is_closing()
+            or not self.upper_layer.is_established
+            or context_id not in self.contexts
+        ):
+            return None
+        message_id = next(self._suboperation_ids) & 0xFFFF or next(self._suboperation_ids)
+        future: asyncio.Future[int] = self.loop.create_future()
+        self._suboperations[message_id] = future
+        self.send_message(
+            context_id,
+            NEventReportRQ(
+                message_id=message_id,
+                affected_sop_class_uid=sop_class_uid,
+                affected_sop_instance_uid=sop_instance_uid,
+                event_type_id=event_type,
+                has_dataset=dataset is not None,
+            ),
+            dataset,
+        )
+        try:
+            return await asyncio.wait_for(future, self.settings.dimse_timeout or 60.0)
+        except (TimeoutError, ConnectionError):
+            self._suboperations.pop(message_id, None)
+            return None

@@ -57,6 +57,11 @@ class FakeChannel:
     def is_cancelled(self) -> bool:
         return self.cancel_after is not None and len(self.responses) >= self.cancel_after
 
+    def event_report(
+        self, sop_class: str, sop_instance: str, event_type: int, dataset: bytes | None
+    ) -> int | None:
+        return None  # no association to carry it: the caller falls back
+
     @property
     def final(self) -> Any:
         response, _, final = self.responses[-1]

@@ -206,11 +206,19 @@ def handle_commitment_action(request: ServiceRequest, channel: Channel, handlers
         len(result.committed),
         len(result.failed),
     )
-    deliver_event_report(
-        handlers,
-        request.association.calling_ae_title,
+    information = result.event_information(handlers.local_ae_title)
+    # PS3.4 J.3.3: on the same association while it is open, else on a new one
+    status = channel.event_report(
+        STORAGE_COMMITMENT_PUSH,
+        STORAGE_COMMITMENT_INSTANCE,
         result.event_type,
-        result.event_information(handlers.local_ae_title),
+        encode_dataset(information, request.transfer_syntax),
+    )
+    if status is not None:
+        log.info("storage commitment report on the same association: status 0x%04X", status)
+        return
+    deliver_event_report(
+        handlers, request.association.calling_ae_title, result.event_type, information
     )
 
 
