@@ -17,7 +17,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -145,6 +146,17 @@ class RebuildReport:
     unreadable: int
 
 
+@dataclass(eq=False)
+class _PendingRow:
+    """One add() waiting for a group commit."""
+
+    record: InstanceRecord
+    done: threading.Event = field(default_factory=threading.Event)
+    replaced: bool = False
+    stale: str | None = None
+    error: BaseException | None = None
+
+
 class Index:
     """The Query/Retrieve index of one data directory (paths are stored relative to it)."""
 
@@ -152,6 +164,9 @@ class Index:
         self.backend = backend
         self.root = Path(root).resolve()
         self.dialect = backend.dialect
+        self._group_lock = threading.Lock()
+        self._group: list[_PendingRow] = []
+        self._committing = False
         self._create_schema()
 
     @classmethod
@@ -218,13 +233,52 @@ class Index:
 
     def add(self, record: InstanceRecord) -> bool:
         """Index one stored instance (PS3.4 B.2.3: success follows the commit); True when it
-        replaced an earlier copy of the same SOP Instance UID."""
+        replaced an earlier copy of the same SOP Instance UID.
+
+        Group commit: callers that arrive while another thread is committing are written
+        together in its next transaction (one commit for the batch); each returns only once
+        its own row is committed. A failing batch is retried row by row, so one bad record
+        fails alone."""
+        entry = _PendingRow(record)
+        with self._group_lock:
+            self._group.append(entry)
+            leader = not self._committing
+            self._committing = True
+        if leader:
+            self._commit_groups()
+        else:
+            entry.done.wait()
+        if entry.error is not None:
+            raise entry.error
+        self._remove_stale(entry.stale, record.path)
+        return entry.replaced
+
+    def _commit_groups(self) -> None:
+        """Commit every waiting row, batch after batch, until none is left (the leader)."""
+        while True:
+            with self._group_lock:
+                batch, self._group = self._group, []
+                if not batch:
+                    self._committing = False
+                    return
+            try:
+                self._commit_batch(batch)
+            except Exception:  # noqa: BLE001 - retried one by one: only the bad row fails
+                for entry in batch:
+                    try:
+                        self._commit_batch([entry])
+                    except Exception as error:  # noqa: BLE001 - reported to its own caller
+                        entry.error = error
+            for entry in batch:
+                entry.done.set()
+
+    def _commit_batch(self, batch: list[_PendingRow]) -> None:
         with self.backend.transaction() as cursor:
-            replaced, stale = self._add(cursor, record)
-            if record.value("StudyInstanceUID"):
-                self._touch_study(cursor, record.value("StudyInstanceUID"))
-        self._remove_stale(stale, record.path)
-        return replaced
+            for entry in batch:
+                record = entry.record
+                entry.replaced, entry.stale = self._add(cursor, record)
+                if record.value("StudyInstanceUID"):
+                    self._touch_study(cursor, record.value("StudyInstanceUID"))
 
     def _touch_study(self, cursor: Cursor, study_uid: str) -> None:
         """A new instance of `study_uid` now: (re)arm its study-stable event."""
