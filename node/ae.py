@@ -32,7 +32,7 @@ from node.ul.items import (
     SOPClassExtendedNegotiationSubItem,
     UserIdentityRQSubItem,
 )
-from workers.handlers.common import Handlers
+from workers.handlers.common import SERVICE_CALLBACKS, Handlers
 
 if TYPE_CHECKING:
     import ssl as ssl_module
@@ -45,32 +45,7 @@ IMPLEMENTATION_CLASS_UID = "2.25.283479113923592446473716104451470361611"
 IMPLEMENTATION_VERSION_NAME = "DICOMNODE_010"
 PYNETDICOM_IMPLEMENTATION_UID = IMPLEMENTATION_CLASS_UID
 
-_SERVICE_CALLBACKS = (
-    "on_c_echo",
-    "on_c_store",
-    "on_c_find",
-    "on_c_get",
-    "on_c_move",
-    "on_n_action",
-    "on_n_create",
-    "on_n_delete",
-    "on_n_event_report",
-    "on_n_get",
-    "on_n_set",
-)
-_EVENT_FOR_CALLBACK = {
-    "on_c_echo": evt.EVT_C_ECHO,
-    "on_c_store": evt.EVT_C_STORE,
-    "on_c_find": evt.EVT_C_FIND,
-    "on_c_get": evt.EVT_C_GET,
-    "on_c_move": evt.EVT_C_MOVE,
-    "on_n_action": evt.EVT_N_ACTION,
-    "on_n_create": evt.EVT_N_CREATE,
-    "on_n_delete": evt.EVT_N_DELETE,
-    "on_n_event_report": evt.EVT_N_EVENT_REPORT,
-    "on_n_get": evt.EVT_N_GET,
-    "on_n_set": evt.EVT_N_SET,
-}
+_SERVICE_CALLBACKS = SERVICE_CALLBACKS
 
 
 def _title(value: str | bytes, what: str) -> str:

@@ -12,27 +12,14 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
-from workers.handlers.common import Handlers
+from workers.handlers.common import SERVICE_CALLBACKS, Handlers
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
 log = logging.getLogger("dicomnode.worker")
 
-_CALLBACKS = (
-    "on_c_echo",
-    "on_c_store",
-    "on_c_find",
-    "on_c_get",
-    "on_c_move",
-    "on_n_action",
-    "on_n_create",
-    "on_n_delete",
-    "on_n_event_report",
-    "on_n_get",
-    "on_n_set",
-    "on_study_stable",
-)
+_CALLBACKS = (*SERVICE_CALLBACKS, "on_study_stable")
 
 
 def _known_ae(text: str) -> tuple[str, tuple[str, int]]:

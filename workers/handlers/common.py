@@ -26,6 +26,21 @@ log = logging.getLogger("dicomnode.worker")
 
 Callback = Callable[..., Any]
 
+#: The seed-style service callbacks a Handlers carries (and an AE exposes as attributes).
+SERVICE_CALLBACKS: tuple[str, ...] = (
+    "on_c_echo",
+    "on_c_store",
+    "on_c_find",
+    "on_c_get",
+    "on_c_move",
+    "on_n_action",
+    "on_n_create",
+    "on_n_delete",
+    "on_n_event_report",
+    "on_n_get",
+    "on_n_set",
+)
+
 
 @dataclass
 class Handlers:
