@@ -558,7 +558,73 @@ def extra_figures(work: Path, quick: bool) -> list[str]:
         f"{share * 100:.2f}% of a core | target < 5% |"
     )
     print(extras[-1], flush=True)
+    count = 200 if quick else 1000
+    rate = cget_rate(work, count)
+    extras.append(
+        f"| C-GET of {count} x 0.5 MB from `dicomnode serve` (1 worker) by DCMTK getscu | "
+        f"{rate:.1f} img/s | - |"
+    )
+    print(extras[-1], flush=True)
     return extras
+
+
+def cget_rate(work: Path, count: int) -> float:
+    """Store `count` 0.5 MB objects into a cluster, then time one getscu retrieving them all."""
+    import pydicom
+
+    folder = generate(work / f"ct-{count}", "ct", count)
+    study = str(
+        pydicom.dcmread(next(folder.glob("*.dcm")), stop_before_pixels=True).StudyInstanceUID
+    )
+    port = free_port()
+    out = work / "out-cget"
+    command = [
+        PYTHON,
+        "-m",
+        "node.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--data-dir",
+        str(out),
+        "--workers",
+        "1",
+        "--no-fsync",
+    ]
+    server = Server("cget", "cget", command)
+    received = work / "cget-received"
+    shutil.rmtree(received, ignore_errors=True)
+    received.mkdir(parents=True)
+    with server.running(port, out):
+        storescu(port, folder)
+        start = time.perf_counter()
+        result = subprocess.run(
+            [
+                "getscu",
+                "-S",
+                "-k",
+                "QueryRetrieveLevel=STUDY",
+                "-k",
+                f"StudyInstanceUID={study}",
+                "-od",
+                str(received),
+                "127.0.0.1",
+                str(port),
+            ],
+            env=env(),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=1800,
+        )
+        elapsed = time.perf_counter() - start
+    got = len(list(received.iterdir()))
+    shutil.rmtree(received, ignore_errors=True)
+    if result.returncode != 0 or got != count:
+        raise RuntimeError(f"getscu got {got} of {count}: {result.stderr[-300:]}")
+    return count / elapsed
 
 
 def write_report(
