@@ -123,6 +123,8 @@ class _Worker:
     credits: int
     expires: float
     paused: bool = False
+    #: It announced 0 credits (stopping): finished requests give no credit back.
+    draining: bool = False
     #: Requests in flight on this worker, in the order they were sent (a dict as ordered set).
     requests: dict[RequestKey, None] = field(default_factory=dict)
 
@@ -436,6 +438,7 @@ class BrokerState:
             worker = self._workers[identity] = _Worker(identity, name, 0, now)
             actions.append(Notice(f"worker {name} joined with {credits} credits"))
         worker.expires = now + self._patience
+        worker.draining = credits == 0
         worker.credits = max(0, credits - len(worker.requests))
         self._available.pop(identity, None)
         self._refresh(worker)
@@ -456,7 +459,8 @@ class BrokerState:
         if final:
             del self._in_flight[key]
             del worker.requests[key]
-            worker.credits += 1
+            if not worker.draining:
+                worker.credits += 1
             self._refresh(worker)
             actions += self._dispatch(now)
         return actions

@@ -288,6 +288,12 @@ class ZmqDispatcher:
                 continue
             try:
                 frames = await sock.recv_multipart(copy=False)
+            except asyncio.CancelledError:
+                # closing a socket cancels its pending receive: after a reconnect, read the
+                # new socket; only our own cancellation (close()) ends the loop
+                if self._closing or sock is self.socket:
+                    raise
+                continue
             except zmq.ZMQError as error:
                 if self._closing:
                     return
@@ -300,6 +306,9 @@ class ZmqDispatcher:
             except wire.WireError as error:
                 self.invalid_messages += 1
                 log.warning("invalid message from the broker: %s", error)
+            except Exception:
+                self.invalid_messages += 1
+                log.exception("message from the broker could not be handled")
 
     def _on_message(self, frames: list[memoryview]) -> None:
         _routing, envelope, command, dataset = wire.split_frames(frames)

@@ -157,7 +157,8 @@ class ThreadDispatcher:
         except Exception:
             log.exception("handler crashed for message %s", request.message_id)
         finally:
-            self._channels.pop(key, None)
+            if self._channels.get(key) is channel:  # not a newer request reusing the ID
+                del self._channels[key]
 
     def cancel(self, assoc_id: int, message_id: int) -> None:
         channel = self._channels.get((assoc_id, message_id))

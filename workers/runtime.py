@@ -107,8 +107,9 @@ class WorkerChannel:
             final=final,
             status=int(getattr(response, "status", 0)),
         )
+        command = encode_command(response)  # may raise: then nothing is marked finished
+        self.worker.outbox.send([b"", header, command, dataset or b""])
         self.finished = self.finished or final
-        self.worker.outbox.send([b"", header, encode_command(response), dataset or b""])
 
     def store(
         self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, dataset: bytes
@@ -360,8 +361,16 @@ class Worker:
             if channel is not None:
                 channel.cancelled.set()
             stream = self.streams.pop(key, None)
-            if stream is not None:
+            if stream is not None:  # still receiving: answer it, so its credit comes back
                 stream[2].discard()
+                self.outbox.send(
+                    [
+                        b"",
+                        wire.error_envelope(
+                            stream[0], 0xFE00, "Cancelled", "cancelled while its data set arrived"
+                        ),
+                    ]
+                )
         elif kind == wire.SUBOPERATION_STATUS:
             with self._lock:
                 waiter = self._waiters.get(int(envelope["sub_id"]))
@@ -402,7 +411,25 @@ class Worker:
         if entry is None:
             return
         request_envelope, command, spool = entry
-        spool.write(data)
+        try:
+            spool.write(data)
+            if envelope["last"] is True:
+                spool.close()
+        except OSError as error:  # e.g. the spool disk is full: fail this request, go on
+            del self.streams[key]
+            spool.discard()
+            self.outbox.send(
+                [
+                    b"",
+                    wire.error_envelope(
+                        request_envelope,
+                        0xA700,
+                        "OutOfResources",
+                        f"cannot spool the data set: {error}",
+                    ),
+                ]
+            )
+            return
         self.outbox.send(
             [
                 b"",
@@ -485,6 +512,7 @@ class Worker:
                 )
         finally:
             self.handled += 1
-            self.channels.pop(key, None)
+            if self.channels.get(key) is channel:  # not a newer request reusing the ID
+                del self.channels[key]
             if self.count_requests is not None:
                 self.count_requests()

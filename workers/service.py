@@ -93,8 +93,8 @@ class _GuardedChannel:
     def respond(self, response: DimseMessage, dataset: bytes | None, final: bool) -> None:
         if self.finished:
             raise RuntimeError("a final response was already sent for this request")
-        self.finished = final
         self.channel.respond(response, dataset, final)
+        self.finished = final  # only once it went out: a failed send still gets the fallback
 
     def store(
         self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, dataset: bytes
@@ -121,7 +121,7 @@ def failure_response(request: ServiceRequest, status: int, comment: str) -> Any:
     fields: dict[str, Any] = {
         "message_id_being_responded_to": request.message_id,
         "status": status,
-        "error_comment": comment[:64],
+        "error_comment": comment.encode("ascii", "replace").decode("ascii")[:64],
         "has_dataset": False,
     }
     command = request.command

@@ -376,6 +376,11 @@ class ServerAssociation(Connection):
         dispatcher = self.settings.dispatcher
         for message_id in list(self.in_flight):
             dispatcher.cancel(self.assoc_id, message_id)
+        if self._stream is not None:  # cut off mid-stream: after the cancel, drop the spool
+            discard = getattr(self._stream[1], "discard", None)
+            self._stream = None
+            if discard is not None:
+                discard()
         self.in_flight.clear()
         self.queued.clear()
         for future in self._suboperations.values():
@@ -720,12 +725,14 @@ class ServerAssociation(Connection):
             ),
             None,
         )
-        if context_id is None:
+        if context_id is None or self.transport is None or self.transport.is_closing():
             return 0xA702
+        await self.drain()
+        if self.transport is None or self.transport.is_closing():
+            return 0xA702  # the association went away while we waited to write
         message_id = next(self._suboperation_ids) & 0xFFFF or next(self._suboperation_ids)
         future: asyncio.Future[int] = self.loop.create_future()
         self._suboperations[message_id] = future
-        await self.drain()
         self.send_message(
             context_id,
             CStoreRQ(

@@ -609,3 +609,13 @@ def test_stats_name_every_figure(state):
     assert stats["faults"] == {"no_delimiter": 1}
     idle = ("replies", "retries", "dead_workers", "dropped", "timeouts", "busy", "cancelled")
     assert all(stats[name] == 0 for name in (*idle, "late_cancels"))
+
+
+def test_a_draining_worker_gets_no_credit_back_for_finished_requests(state):
+    join(state, b"w1", 2)
+    join(state, b"w2", 2)
+    assert only(state.on_frontend(b"acc", request(1), 0.0)).worker == b"w1"
+    join(state, b"w1", 0)  # w1 stops: it announces no credits
+    state.on_backend(b"w1", reply(1), 0.1)  # its last request finishes
+    targets = [only(state.on_frontend(b"acc", request(n), 0.2)).worker for n in (2, 3)]
+    assert targets == [b"w2", b"w2"]  # nothing new for the draining worker

@@ -372,3 +372,33 @@ def test_c_move_to_an_unknown_destination(archive):
     ds = identifier("STUDY", StudyInstanceUID=f"{ROOT}.1.1")
     handle_request(request(command, STUDY_MOVE, ds), channel, archive)
     assert channel.final.status == 0xA801
+
+
+def test_a_final_response_that_cannot_be_sent_still_gets_the_fallback():
+    from node.dimse.commands import encode_command
+    from workers.handlers.common import Handlers
+    from workers.service import handle_request
+
+    class EncodingChannel(FakeChannel):
+        """Encodes like the worker's channel: an unencodable response raises."""
+
+        def respond(self, response: Any, dataset: bytes | None, final: bool) -> None:
+            encode_command(response)
+            super().respond(response, dataset, final)
+
+    def on_c_echo(context: Any, info: Any) -> Any:
+        status = Dataset()
+        status.Status = 0x0110
+        status.ErrorComment = "\u0416" * 10  # not Latin-1: the response cannot be encoded
+        return status
+
+    from node.dimse.commands import CEchoRQ
+    from node.dispatch import ServiceRequest
+
+    request = ServiceRequest(
+        ASSOCIATION, 1, "1.2.840.10008.1.1", ExplicitVRLittleEndian, CEchoRQ(message_id=1)
+    )
+    channel = EncodingChannel()
+    handle_request(request, channel, Handlers(on_c_echo=on_c_echo))
+    assert channel.final.status == 0x0110  # the generic failure went out instead
+    assert [final for _, _, final in channel.responses] == [True]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import struct
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final
@@ -193,7 +194,8 @@ class FileStore:
             self.implementation_version_name,
             source_ae_title,
         )
-        temporary = directory / f".{path.name}.{os.getpid()}.tmp"
+        # unique per write: several threads of one process may store the same SOP instance
+        temporary = directory / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
         replaced = path.exists()
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
