@@ -359,7 +359,12 @@ class BrokerState:
         if key[0].encode() != identity:
             return [self._fault("acceptor_mismatch", identity, f"request names {key[0]!r}")]
         if key in self._queue or key in self._in_flight:
-            return [self._fault("duplicate_request", identity, f"{key} is already pending")]
+            # PS3.7 C.5.x 0x0210 Duplicate invocation: answered, never silently dropped
+            duplicate = _Request(key, identity, envelope, parts, None, False)
+            return [
+                self._fault("duplicate_request", identity, f"{key} is already pending"),
+                self._answer(duplicate, 0x0210, "Duplicate", "message ID already in use"),
+            ]
         self.counters["requests"] += 1
         stream = envelope.get("stream") is True
         request = _Request(

@@ -259,7 +259,11 @@ class ZmqDispatcher:
         except zmq.Again:
             log.warning("broker link full: request answered with out of resources")
             envelope = wire.unpack_envelope(frames[1])
-            if envelope["kind"] == wire.REQUEST:
+            if envelope["kind"] == wire.CHUNK:  # the worker would miss it: give up the stream
+                key = (envelope["assoc_id"], envelope["msg_id"])
+                self.cancel(*key)
+                self._fail(key, OUT_OF_RESOURCES, "broker link is full")
+            elif envelope["kind"] == wire.REQUEST:
                 self._fail(
                     (envelope["assoc_id"], envelope["msg_id"]),
                     OUT_OF_RESOURCES,

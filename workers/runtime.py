@@ -286,7 +286,7 @@ class Worker:
                     # no credits left: the broker sends nothing new while we finish
                     sock.send_multipart([b"", wire.pack_envelope(wire.READY, credits=0)])
                 if drain_until is not None and (
-                    not self.channels or time.monotonic() > drain_until
+                    (not self.channels and not self.streams) or time.monotonic() > drain_until
                 ):
                     break
                 events = dict(poller.poll(int(interval * 1000 / 2)))
@@ -323,6 +323,12 @@ class Worker:
         finally:
             for channel in list(self.channels.values()):
                 channel.cancelled.set()
+            for _envelope, _command, spool in self.streams.values():
+                spool.discard()
+            self.streams.clear()
+            with self._lock:  # sub-operations still waiting for a status: none will come
+                for waiter in self._waiters.values():
+                    waiter.event.set()
             pool.shutdown(wait=True, cancel_futures=True)
             sock.close(0)
             inbox.close(0)
@@ -412,10 +418,12 @@ class Worker:
             return
         request_envelope, command, spool = entry
         try:
+            if envelope["seq"] != spool.chunks:  # a chunk went missing on the way
+                raise OSError(f"chunk {spool.chunks} never arrived (got {envelope['seq']})")
             spool.write(data)
             if envelope["last"] is True:
                 spool.close()
-        except OSError as error:  # e.g. the spool disk is full: fail this request, go on
+        except OSError as error:  # disk full, lost chunk: fail this request, go on
             del self.streams[key]
             spool.discard()
             self.outbox.send(

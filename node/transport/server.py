@@ -143,6 +143,16 @@ class _RefusingAssembler(MessageAssembler):
             return None
 
 
+class _DropStream:
+    """Where the rest of a refused streamed data set goes."""
+
+    def write(self, data: bytes, last: bool) -> bool:
+        return False
+
+
+_DROP_STREAM = _DropStream()
+
+
 class AcceptorServer:
     """Listens on a TCP port; one ServerAssociation per connection."""
 
@@ -461,7 +471,11 @@ class ServerAssociation(Connection):
             self.in_flight[request.message_id] = request
             if self.settings.observer is not None:
                 self.settings.observer.request_started(request)
-            stream = self.settings.dispatcher.open_stream(request, self)
+            try:
+                stream = self.settings.dispatcher.open_stream(request, self)
+            except Exception as error:  # noqa: BLE001 - e.g. a UID that cannot name a spool
+                self._refuse_stream(request, error)
+                stream = _DROP_STREAM
             self._stream = (request, stream, bytearray(event.first_chunk))
             return
         if self._stream is None:
@@ -471,11 +485,32 @@ class ServerAssociation(Connection):
         if self.settings.observer is not None:
             self.settings.observer.stream_bytes(len(event.data))
         if len(pending) >= STREAM_CHUNK or event.is_last:
-            if stream.write(bytes(pending), event.is_last):
-                self.pause_reading()
+            try:
+                if stream.write(bytes(pending), event.is_last):
+                    self.pause_reading()
+            except Exception as error:  # noqa: BLE001 - e.g. the spool disk is full
+                getattr(stream, "discard", lambda: None)()
+                self._refuse_stream(request, error)
+                self._stream = (request, _DROP_STREAM, pending)
             pending.clear()
         if event.is_last:
             self._stream = None
+
+    def _refuse_stream(self, request: ServiceRequest, error: Exception) -> None:
+        """Answer a streamed request that cannot go on; the rest of its data set is dropped."""
+        log.warning("association %d: streamed request refused: %s", self.assoc_id, error)
+        status = 0xA700 if isinstance(error, OSError) else 0xC000
+        if self.in_flight.pop(request.message_id, None) is None:
+            return  # already answered
+        self.refuse(
+            request.context_id,
+            request.command.COMMAND_FIELD,
+            request.message_id,
+            status,
+            f"{type(error).__name__}: {error}",
+        )
+        if self.settings.observer is not None:
+            self.settings.observer.request_finished(request, status)
 
     def resume_stream(self) -> None:
         """The dispatcher's stream window reopened."""

@@ -560,9 +560,11 @@ def test_acceptor_identity_must_name_itself_in_utf8(state):
     assert faults(state.on_frontend(b"acc\xe9", frames, 0.0)) == ["acceptor_mismatch"]
 
 
-def test_duplicate_request_is_rejected(state):
+def test_duplicate_request_is_rejected_and_answered(state):
     state.on_frontend(b"acc", request(1), 0.0)
-    assert faults(state.on_frontend(b"acc", request(1), 0.0)) == ["duplicate_request"]
+    actions = state.on_frontend(b"acc", request(1), 0.0)
+    assert faults(actions) == ["duplicate_request"]
+    assert [(e["status"], e["type"]) for e in errors(actions)] == [(0x0210, "Duplicate")]
     join(state, b"w1")
     assert faults(state.on_frontend(b"acc", request(1), 0.0)) == ["duplicate_request"]
     assert state.stats()["requests"] == 1

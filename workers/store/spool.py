@@ -47,10 +47,13 @@ class Spool:
         self._handle = self.path.open("wb")
         self._handle.write(self.header)
         self.size = 0
+        #: Chunks written so far: the sequence number the next chunk must carry.
+        self.chunks = 0
 
     def write(self, data: bytes | memoryview) -> None:
         self._handle.write(data)
         self.size += len(data)
+        self.chunks += 1
 
     def close(self) -> Path:
         """Finish writing; returns the Part 10 file."""
