@@ -151,7 +151,8 @@ class _PendingRow:
     """One add() waiting for a group commit."""
 
     record: InstanceRecord
-    done: threading.Event = field(default_factory=threading.Event)
+    wake: threading.Event = field(default_factory=threading.Event)
+    committed: bool = False
     replaced: bool = False
     stale: str | None = None
     error: BaseException | None = None
@@ -244,33 +245,37 @@ class Index:
             self._group.append(entry)
             leader = not self._committing
             self._committing = True
+        if not leader:
+            entry.wake.wait()  # committed by a leader, or handed the lead
+            leader = not entry.committed
         if leader:
-            self._commit_groups()
-        else:
-            entry.done.wait()
+            self._lead()
         if entry.error is not None:
             raise entry.error
         self._remove_stale(entry.stale, record.path)
         return entry.replaced
 
-    def _commit_groups(self) -> None:
-        """Commit every waiting row, batch after batch, until none is left (the leader)."""
-        while True:
-            with self._group_lock:
-                batch, self._group = self._group, []
-                if not batch:
-                    self._committing = False
-                    return
-            try:
-                self._commit_batch(batch)
-            except Exception:  # noqa: BLE001 - retried one by one: only the bad row fails
-                for entry in batch:
-                    try:
-                        self._commit_batch([entry])
-                    except Exception as error:  # noqa: BLE001 - reported to its own caller
-                        entry.error = error
+    def _lead(self) -> None:
+        """Commit every waiting row (this thread's among them) in one batch, then hand the
+        lead to the next waiter if any: no caller waits for more than one foreign batch."""
+        with self._group_lock:
+            batch, self._group = self._group, []
+        try:
+            self._commit_batch(batch)
+        except Exception:  # noqa: BLE001 - retried one by one: only the bad row fails
             for entry in batch:
-                entry.done.set()
+                try:
+                    self._commit_batch([entry])
+                except Exception as error:  # noqa: BLE001 - reported to its own caller
+                    entry.error = error
+        for entry in batch:
+            entry.committed = True
+            entry.wake.set()
+        with self._group_lock:
+            if self._group:
+                self._group[0].wake.set()  # its thread leads the next batch
+            else:
+                self._committing = False
 
     def _commit_batch(self, batch: list[_PendingRow]) -> None:
         with self.backend.transaction() as cursor:
