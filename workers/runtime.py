@@ -114,24 +114,30 @@ class WorkerChannel:
     def store(
         self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, dataset: bytes
     ) -> int:
-        sub_id, waiter = self.worker.new_suboperation()
         envelope = self.envelope
-        header = wire.pack_envelope(
+        status = self._round_trip(
             wire.SUBOPERATION,
+            dataset,
             acceptor=envelope["acceptor"],
             assoc_id=envelope["assoc_id"],
             msg_id=envelope["msg_id"],
-            sub_id=sub_id,
             sop_class=sop_class_uid,
             sop_instance=sop_instance_uid,
             ts_uid=transfer_syntax,
         )
+        if status is None:
+            log.warning("C-GET sub-operation %s timed out", sop_instance_uid)
+            return 0xA702
+        return status
+
+    def _round_trip(self, kind: str, dataset: bytes, **fields: object) -> int | None:
+        """Send `kind` through the acceptor and wait for its suboperation_status; None on
+        timeout."""
+        sub_id, waiter = self.worker.new_suboperation()
+        header = wire.pack_envelope(kind, sub_id=sub_id, **fields)
         self.worker.outbox.send([b"", header, b"", dataset])
         try:
-            if not waiter.event.wait(SUBOPERATION_TIMEOUT):
-                log.warning("C-GET sub-operation %s timed out", sop_instance_uid)
-                return 0xA702
-            return waiter.status
+            return waiter.status if waiter.event.wait(SUBOPERATION_TIMEOUT) else None
         finally:
             self.worker.forget_suboperation(sub_id)
 
@@ -143,26 +149,19 @@ class WorkerChannel:
     ) -> int | None:
         """N-EVENT-REPORT on the requesting association through its acceptor (wire kind
         event_report); None when the acceptor says it is gone or does not answer in time."""
-        sub_id, waiter = self.worker.new_suboperation()
         envelope = self.envelope
-        header = wire.pack_envelope(
+        status = self._round_trip(
             wire.EVENT_REPORT,
+            dataset or b"",
             acceptor=envelope["acceptor"],
             assoc_id=envelope["assoc_id"],
             ctx_id=envelope["ctx_id"],
-            sub_id=sub_id,
             event_type=event_type,
             sop_class=sop_class_uid,
             sop_instance=sop_instance_uid,
             ts_uid=envelope["ts_uid"],
         )
-        self.worker.outbox.send([b"", header, b"", dataset or b""])
-        try:
-            if not waiter.event.wait(SUBOPERATION_TIMEOUT):
-                return None
-            return waiter.status if waiter.status >= 0 else None
-        finally:
-            self.worker.forget_suboperation(sub_id)
+        return status if status is not None and status >= 0 else None
 
 
 @dataclass

@@ -185,21 +185,25 @@ def _wait_echo(port: int) -> None:
     raise TimeoutError("cluster never answered C-ECHO")
 
 
-def servers(peer_python: Path | None) -> dict[str, Server]:
-    serve = [
+def serve_command(port: int | str, out: Path | str, *extra: str) -> list[str]:
+    """`dicomnode serve` on loopback writing to `out`, plus `extra` options."""
+    return [
         PYTHON,
         "-m",
         "node.cli",
         "serve",
         "--port",
-        "{port}",
+        str(port),
         "--bind",
         "127.0.0.1",
         "--data-dir",
-        "{out}",
-        "--max-associations",
-        "64",
+        str(out),
+        *extra,
     ]
+
+
+def servers(peer_python: Path | None) -> dict[str, Server]:
+    serve = serve_command("{port}", "{out}", "--max-associations", "64")
     result = {
         "dcmtk": Server(
             "dcmtk", "DCMTK storescp", ["storescp", "{port}", "-od", "{out}"], "no fsync"
@@ -336,22 +340,7 @@ def acceptor_rss_during_huge(work: Path, size: int) -> tuple[int, float]:
     port = free_port()
     runtime = work / "rt-huge"
     out = work / "out-huge"
-    command = [
-        PYTHON,
-        "-m",
-        "node.cli",
-        "serve",
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--data-dir",
-        str(out),
-        "--workers",
-        "1",
-        "--runtime-dir",
-        str(runtime),
-    ]
+    command = serve_command(port, out, "--workers", "1", "--runtime-dir", str(runtime))
     server = Server("huge", "huge", command)
     with server.running(port, out):
         pid = _acceptor_pid(str(runtime))
@@ -394,17 +383,9 @@ def idle_cpu(work: Path, count: int, seconds: float) -> float:
     port = free_port()
     runtime = work / "rt-idle"
     out = work / "out-idle"
-    command = [
-        PYTHON,
-        "-m",
-        "node.cli",
-        "serve",
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--data-dir",
-        str(out),
+    command = serve_command(
+        port,
+        out,
         "--workers",
         "1",
         "--runtime-dir",
@@ -413,7 +394,7 @@ def idle_cpu(work: Path, count: int, seconds: float) -> float:
         str(count + 10),
         "--network-timeout",
         "600",
-    ]
+    )
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -578,21 +559,7 @@ def cget_rate(work: Path, count: int) -> float:
     )
     port = free_port()
     out = work / "out-cget"
-    command = [
-        PYTHON,
-        "-m",
-        "node.cli",
-        "serve",
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--data-dir",
-        str(out),
-        "--workers",
-        "1",
-        "--no-fsync",
-    ]
+    command = serve_command(port, out, "--workers", "1", "--no-fsync")
     server = Server("cget", "cget", command)
     received = work / "cget-received"
     shutil.rmtree(received, ignore_errors=True)
