@@ -135,6 +135,44 @@ def make_huge(path: Path, size: int) -> Path:
     return path
 
 
+# --- output hygiene ---------------------------------------------------------------------------
+#
+# Deleting thousands of files right before a measurement slows the next server's file creation
+# on ext4: for about 30 s the inode allocator skips every recently deleted inode, in kernel
+# time, on each create (perf: find_inode_bit -> recently_deleted; 14 us per create became
+# 300-700 us). So outputs are moved aside (a rename frees nothing) and deleted once, at the end,
+# and dirty pages are written back before each measurement so one server's writeback does not
+# land in the next one's time.
+
+_TRASH: list[Path] = []
+SETTLE_SECONDS = 35.0  # ext4 treats an inode as recently deleted for 30 s (+5 while dirty)
+
+
+def discard(out: Path) -> None:
+    """Move `out` aside for `empty_trash()`."""
+    if not out.exists():
+        return
+    trash = out.parent / ".trash"
+    trash.mkdir(exist_ok=True)
+    target = trash / f"{out.name}-{len(_TRASH)}-{os.getpid()}"
+    out.rename(target)
+    _TRASH.append(target)
+
+
+def empty_trash(work: Path, *, settle: bool) -> None:
+    """Delete what `discard` moved aside (and what an interrupted run left); with `settle`,
+    wait until ext4 no longer counts those inodes as recently deleted."""
+    trash = work / ".trash"
+    if not trash.exists():
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+    _TRASH.clear()
+    os.sync()
+    if settle:
+        print(f"(waiting {SETTLE_SECONDS:.0f} s after deleting old outputs)", flush=True)
+        time.sleep(SETTLE_SECONDS)
+
+
 # --- servers ----------------------------------------------------------------------------------
 
 
@@ -160,6 +198,7 @@ class Server:
             wait_port(port, process)
             if "--workers" in command:
                 _wait_echo(port)
+            os.sync()  # the previous server's writeback is not this one's time
             yield process
         finally:
             with contextlib.suppress(ProcessLookupError):
@@ -170,7 +209,7 @@ class Server:
                 os.killpg(process.pid, 9)
                 process.wait()
             log.close()
-            shutil.rmtree(out, ignore_errors=True)
+            discard(out)
 
 
 def _wait_echo(port: int) -> None:
@@ -231,6 +270,19 @@ def servers(peer_python: Path | None) -> dict[str, Server]:
             "dicomnode serve, 2 workers",
             [*serve, "--workers", "2"],
             "acceptor->broker->worker, durable",
+        ),
+        # what durability costs: the same paths without fsync, as the peers run
+        "dicomnode-nofsync": Server(
+            "dicomnode-nofsync",
+            "dicomnode in-process, --no-fsync",
+            [*serve, "--workers", "0", "--no-fsync"],
+            "no fsync (as the peers), index committed",
+        ),
+        "dicomnode-1w-nofsync": Server(
+            "dicomnode-1w-nofsync",
+            "dicomnode serve, 1 worker, --no-fsync",
+            [*serve, "--workers", "1", "--no-fsync"],
+            "no fsync (as the peers), index committed",
         ),
     }
     if peer_python is not None:
@@ -442,6 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quick = args.quick
     work = Path(args.work or (Path(tempfile.gettempdir()) / "dicomnode-bench"))
     work.mkdir(parents=True, exist_ok=True)
+    empty_trash(work, settle=True)
     try:
         peer = ensure_peer_venv()
     except Exception as error:  # noqa: BLE001 - the suite still runs without the peer
@@ -456,6 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         text += "\n".join(["", "| figure | value | target |", "|---|---|---|", *extras]) + "\n"
         RESULTS.write_text(text)
         print(text)
+        empty_trash(work, settle=False)
         return 0
     n8k, n05, n32, nfork, necho = (300, 200, 4, 200, 1000) if quick else (3000, 1000, 8, 1000, 3000)
     small = generate(work / f"8k-{n8k}", "8k", n8k)
@@ -509,6 +563,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dcmtk",
     )
     for name in names:
+        if name.endswith("-nofsync"):
+            continue  # C-ECHO writes nothing: the same server as with fsync
         try:
             rate = measure_echo(available[name], work, necho)
         except Exception as error:  # noqa: BLE001
@@ -518,6 +574,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{echo.label:45} {available[name].label:35} {rate:9.1f} assoc/s", flush=True)
     extras = [] if args.skip_extra else extra_figures(work, quick)
     write_report(results, workloads, echo, available, names, extras)
+    empty_trash(work, settle=False)
     return 0
 
 
@@ -588,7 +645,7 @@ def cget_rate(work: Path, count: int) -> float:
         )
         elapsed = time.perf_counter() - start
     got = len(list(received.iterdir()))
-    shutil.rmtree(received, ignore_errors=True)
+    discard(received)
     if result.returncode != 0 or got != count:
         raise RuntimeError(f"getscu got {got} of {count}: {result.stderr[-300:]}")
     return count / elapsed
