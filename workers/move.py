@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from node.acse.requestor import build_associate_rq
 from node.client import ClientSettings, open_association
+from node.dicomio import Part10
 from node.presets import StoragePresentationContexts, build_context
 from node.scu import UNCOMPRESSED, AsyncAssociation, LoopThread
 
@@ -68,14 +69,18 @@ class MoveDestination:
         if self.association is not None and self.association.is_established:
             _loop().run(self.association.release(), 60)
 
-    def _open(self, first: Dataset) -> AsyncAssociation | None:
-        sop_class = str(first.SOPClassUID)
-        meta = getattr(first, "file_meta", None)
-        syntax = (
-            str(meta.TransferSyntaxUID)
-            if meta is not None and "TransferSyntaxUID" in meta
-            else None
-        )
+    def _open(self, first: Dataset | Part10) -> AsyncAssociation | None:
+        syntax: str | None
+        if isinstance(first, Part10):
+            sop_class, syntax = first.sop_class_uid, first.transfer_syntax
+        else:
+            sop_class = str(first.SOPClassUID)
+            meta = getattr(first, "file_meta", None)
+            syntax = (
+                str(meta.TransferSyntaxUID)
+                if meta is not None and "TransferSyntaxUID" in meta
+                else None
+            )
         syntaxes = [syntax] if syntax and syntax not in UNCOMPRESSED else []
         syntaxes += list(UNCOMPRESSED)
         contexts = [build_context(sop_class, syntaxes)]
@@ -97,9 +102,14 @@ class MoveDestination:
             return None
         return association
 
-    def store(self, dataset: Dataset) -> tuple[int, str]:
-        """Send one sub-operation; returns (status, SOP Instance UID)."""
-        sop_instance = str(dataset.get("SOPInstanceUID", ""))
+    def store(self, dataset: Dataset | Part10) -> tuple[int, str]:
+        """Send one sub-operation (a Part10 as stored when the destination accepted its
+        transfer syntax); returns (status, SOP Instance UID)."""
+        sop_instance = (
+            dataset.sop_instance_uid
+            if isinstance(dataset, Part10)
+            else str(dataset.get("SOPInstanceUID", ""))
+        )
         if self.failed:
             return UNABLE_TO_PERFORM, sop_instance
         if self.association is None:

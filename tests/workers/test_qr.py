@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from node import evt
-from node.dicomio import decode_dataset, encode_dataset
+from node.dicomio import Part10, decode_dataset, encode_dataset, read_part10
 from node.dimse.messages import CFindRQ, CGetRQ, CMoveRQ, CStoreRQ
 from node.dispatch import AssociationInfo, ServiceRequest, StorageContext
 from tests.workers.archive import archive_dataset, archive_datasets
@@ -23,6 +23,7 @@ from workers.handlers.qr import (
     index_of,
     with_builtin_query_retrieve,
 )
+from workers.handlers.retrieve import _get_store
 from workers.service import handle_request
 from workers.store.files import FileStore
 from workers.store.index import Index, IndexedFileStore
@@ -331,6 +332,27 @@ def test_c_get_sends_the_stored_data_sets(archive):
         expected_syntax = ExplicitVRLittleEndian if sop_class == CT else ImplicitVRLittleEndian
         assert syntax == expected_syntax
         assert data == encode_dataset(originals[sop_instance], syntax)
+
+
+def test_c_get_sends_a_stored_file_as_stored_when_its_syntax_was_accepted(archive):
+    ds = identifier("SERIES", StudyInstanceUID=f"{ROOT}.2.2", SeriesInstanceUID=f"{ROOT}.2.2.1")
+    stored = list(archive.index.instances(parse_identifier(ds, STUDY_GET, retrieve=True)))
+    channel = get(archive, ds)
+    assert channel.final.status == 0x0000
+    on_disk = {read_part10(str(s.path)).sop_instance_uid: s.path for s in stored}
+    assert len(channel.stored) == len(on_disk) > 0
+    for sop_class, sop_instance, syntax, data in channel.stored:
+        assert (sop_class, syntax) == (CT, ExplicitVRLittleEndian)
+        assert data == read_part10(str(on_disk[sop_instance])).data  # the file's own bytes
+
+
+def test_c_get_of_a_compressed_file_with_no_context_for_it_fails_that_sub_operation():
+    channel = FakeChannel()
+    command = CGetRQ(message_id=8, affected_sop_class_uid=STUDY_GET)
+    store = _get_store(request(command, STUDY_GET, None), channel)
+    jpeg = Part10(CT, f"{ROOT}.9", "1.2.840.10008.1.2.4.70", b"\x08\x00\x05\x00")
+    assert store(jpeg) == (0xA702, f"{ROOT}.9")
+    assert channel.stored == []
 
 
 def test_c_get_counts_a_missing_file_as_failed(archive, tmp_path):

@@ -5,8 +5,9 @@
 # context, info) and so on), bound to an Index; workers.service installs them when the user
 # set no callback of their own and an index exists. They only produce what the generic
 # handlers in query.py / retrieve.py consume: C-FIND yields (status, identifier) a page of
-# index rows at a time; C-GET/C-MOVE yield the count, then (status, dataset) per stored file,
-# read with its original transfer syntax in file_meta. A bad identifier is answered with
+# index rows at a time; C-GET/C-MOVE yield the count, then (status, Part10) per stored file:
+# its data set bytes as stored and its transfer syntax, never decoded unless the requester
+# accepted no context for that syntax. A bad identifier is answered with
 # 0xA900 plus Offending Element and Error Comment (PS3.4 C.4.1.1.4, C.4.2.1.5).
 from __future__ import annotations
 
@@ -14,12 +15,11 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
-from pydicom import dcmread
 from pydicom.charset import python_encoding
 from pydicom.dataset import Dataset
 
 from node import evt
-from node.dicomio import status_dataset
+from node.dicomio import Part10, read_part10, status_dataset
 from workers.store.matching import (
     MODELS,
     QUERY_RETRIEVE_LEVEL,
@@ -163,11 +163,12 @@ class QueryRetrieveSCP:
         yield from self._retrieve(identifier, str(context.abstract_syntax))
 
 
-def _read(path: Path) -> Dataset | None:
-    """A stored file with its file meta (original transfer syntax); None when unreadable,
-    which the retrieve handler counts as a failed sub-operation."""
+def _read(path: Path) -> Part10 | None:
+    """A stored file as its data set bytes and file meta (sent as stored when the requester
+    accepted its transfer syntax: no decoding); None when unreadable, which the retrieve
+    handler counts as a failed sub-operation."""
     try:
-        return dcmread(path)
+        return read_part10(str(path))
     except Exception as error:  # noqa: BLE001 - an unreadable file fails its sub-operation
         log.warning("retrieve: cannot read %s: %s", path, error)
         return None

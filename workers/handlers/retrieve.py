@@ -1,7 +1,9 @@
 # Retrieve services: C-GET SCP and C-MOVE SCP (PS3.4 Annex C.4.2, C.4.3).
 #
 # Rules: the user's generator yields the number of sub-operations, then (status, dataset) per
-# instance (C-MOVE first yields the destination address). Each data set is stored as it comes:
+# instance (C-MOVE first yields the destination address); a dataset is a pydicom Dataset or a
+# node.dicomio.Part10 (data set bytes as stored: sent without re-encoding when the requester
+# accepted its transfer syntax). Each data set is stored as it comes:
 # C-GET on the requesting association (through the channel), C-MOVE on a new association that
 # this worker opens to the destination. A pending C-xxx-RSP with the four counts follows each
 # sub-operation; the final status is success, 0xB000 when some failed or had warnings (with the
@@ -12,15 +14,16 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    UID,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
 
 from node import evt
-from node.dicomio import encode_dataset
+from node.dicomio import Part10, decode_dataset, encode_dataset
 from node.dimse.commands import CGetRSP, CMoveRSP
 from node.dimse.status import StatusCategory, classify
 from workers.handlers.common import (
@@ -122,7 +125,7 @@ def _run_suboperations(
     request: ServiceRequest,
     channel: Channel,
     iterator: Iterator[Any],
-    store: Callable[[Dataset], tuple[int, str]],
+    store: Callable[[Dataset | Part10], tuple[int, str]],
     on_error: int,
 ) -> None:
     """Drive the generator after its preamble: store each data set, report progress."""
@@ -156,7 +159,7 @@ def _run_suboperations(
         if classify(status.status) is not StatusCategory.PENDING:
             _finish(request, channel, status, counts)
             return
-        if not isinstance(dataset, Dataset):
+        if not isinstance(dataset, Dataset | Part10):
             counts.record(0xC000, "")
             continue
         sub_status, sop_instance = store(dataset)
@@ -175,12 +178,28 @@ def _finish(
     channel.respond(response, identifier, True)
 
 
-def _get_store(request: ServiceRequest, channel: Channel) -> Callable[[Dataset], tuple[int, str]]:
+def _get_store(
+    request: ServiceRequest, channel: Channel
+) -> Callable[[Dataset | Part10], tuple[int, str]]:
     by_class: dict[str, list[str]] = {}
     for context in request.association.storage_contexts:
         by_class.setdefault(context.abstract_syntax, []).append(context.transfer_syntax)
 
-    def store(dataset: Dataset) -> tuple[int, str]:
+    def store(dataset: Dataset | Part10) -> tuple[int, str]:
+        if isinstance(dataset, Part10):
+            sop_class, sop_instance = dataset.sop_class_uid, dataset.sop_instance_uid
+            offered = by_class.get(sop_class, [])
+            if dataset.transfer_syntax in offered:  # as stored: no decoding
+                return (
+                    channel.store(sop_class, sop_instance, dataset.transfer_syntax, dataset.data),
+                    sop_instance,
+                )
+            if dataset.transfer_syntax not in UNCOMPRESSED:
+                log.warning("C-GET: no accepted context to send %s (%s)", sop_instance, sop_class)
+                return 0xA702, sop_instance
+            decoded = decode_dataset(dataset.data, dataset.transfer_syntax)
+            decoded.file_meta = _meta(dataset.transfer_syntax)
+            dataset = decoded
         sop_class = str(dataset.get("SOPClassUID", ""))
         sop_instance = str(dataset.get("SOPInstanceUID", ""))
         syntax = choose_transfer_syntax(dataset, by_class.get(sop_class, []))
@@ -191,6 +210,12 @@ def _get_store(request: ServiceRequest, channel: Channel) -> Callable[[Dataset],
         return channel.store(sop_class, sop_instance, syntax, data), sop_instance
 
     return store
+
+
+def _meta(transfer_syntax: str) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = UID(transfer_syntax)
+    return meta
 
 
 def handle_c_get(request: ServiceRequest, channel: Channel, handlers: Handlers) -> None:
