@@ -115,8 +115,23 @@ class Dispatcher(Protocol):
         """Stop accepting requests and release resources."""
 
 
+class SubOperation(Protocol):
+    """A C-GET sub-operation handed to the association and not yet answered."""
+
+    def done(self) -> bool:
+        """True once its status is known (result() will not block)."""
+
+    def result(self) -> int:
+        """Its C-STORE-RSP status, waiting for it; 0xA702 when it failed or timed out."""
+
+
 class Channel(Protocol):
-    """Worker side of a request in flight: what a service handler may do (blocking calls)."""
+    """Worker side of a request in flight: what a service handler may do (blocking calls).
+
+    A channel may also offer `store_nowait(...) -> SubOperation` (the same arguments as
+    `store`): the sub-operation is queued on the association and the handler goes on, so the
+    next data set can travel while the peer stores this one (workers.handlers.retrieve keeps a
+    small window of them)."""
 
     def respond(self, response: DimseMessage, dataset: bytes | None, final: bool) -> None:
         """Send a response back to the association (pending ones first, one final)."""

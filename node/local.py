@@ -16,6 +16,8 @@ from workers.service import handle_request
 from workers.store.spool import Spool
 
 if TYPE_CHECKING:
+    import concurrent.futures
+
     from node.dimse.commands import DimseMessage
     from node.dispatch import ReplySink, ServiceRequest
     from workers.handlers.common import Handlers
@@ -47,18 +49,18 @@ class _ThreadChannel:
     def store(
         self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, dataset: bytes
     ) -> int:
+        return self.store_nowait(sop_class_uid, sop_instance_uid, transfer_syntax, dataset).result()
+
+    def store_nowait(
+        self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, dataset: bytes
+    ) -> _LoopSubOperation:
         async def send() -> int:
             return await self.sink.store_suboperation(
                 self.request, sop_class_uid, sop_instance_uid, transfer_syntax, dataset
             )
 
         future = asyncio.run_coroutine_threadsafe(send(), self.loop)
-        try:
-            return future.result(self.suboperation_timeout)
-        except Exception as error:  # noqa: BLE001 - any failure is a failed sub-operation
-            log.warning("C-STORE sub-operation for %s failed: %s", sop_instance_uid, error)
-            future.cancel()
-            return 0xA702
+        return _LoopSubOperation(future, self.suboperation_timeout, sop_instance_uid)
 
     def is_cancelled(self) -> bool:
         return self.cancelled.is_set()
@@ -80,6 +82,28 @@ class _ThreadChannel:
             future.cancel()
             return None
         return result
+
+
+class _LoopSubOperation:
+    """A C-GET sub-operation running on the event loop (node.dispatch.SubOperation)."""
+
+    def __init__(
+        self, future: concurrent.futures.Future[int], timeout: float | None, sop_instance: str
+    ) -> None:
+        self.future = future
+        self.timeout = timeout
+        self.sop_instance = sop_instance
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def result(self) -> int:
+        try:
+            return self.future.result(self.timeout)
+        except Exception as error:  # noqa: BLE001 - any failure is a failed sub-operation
+            log.warning("C-STORE sub-operation for %s failed: %s", self.sop_instance, error)
+            self.future.cancel()
+            return 0xA702
 
 
 class _LocalStream:

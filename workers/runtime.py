@@ -114,8 +114,14 @@ class WorkerChannel:
     def store(
         self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, dataset: bytes
     ) -> int:
+        return self.store_nowait(sop_class_uid, sop_instance_uid, transfer_syntax, dataset).result()
+
+    def store_nowait(
+        self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, dataset: bytes
+    ) -> _RemoteSubOperation:
+        """Queue a C-GET sub-operation at the acceptor; its status arrives later."""
         envelope = self.envelope
-        status = self._round_trip(
+        return self._send_suboperation(
             wire.SUBOPERATION,
             dataset,
             acceptor=envelope["acceptor"],
@@ -125,21 +131,25 @@ class WorkerChannel:
             sop_instance=sop_instance_uid,
             ts_uid=transfer_syntax,
         )
-        if status is None:
-            log.warning("C-GET sub-operation %s timed out", sop_instance_uid)
-            return 0xA702
-        return status
+
+    def _send_suboperation(
+        self, kind: str, dataset: bytes, **fields: object
+    ) -> _RemoteSubOperation:
+        """Send `kind` through the acceptor; its suboperation_status wakes the result."""
+        sub_id, waiter = self.worker.new_suboperation()
+        header = wire.pack_envelope(kind, sub_id=sub_id, **fields)
+        try:
+            self.worker.outbox.send([b"", header, b"", dataset])
+        except BaseException:
+            self.worker.forget_suboperation(sub_id)
+            raise
+        return _RemoteSubOperation(self.worker, sub_id, waiter, str(fields.get("sop_instance", "")))
 
     def _round_trip(self, kind: str, dataset: bytes, **fields: object) -> int | None:
         """Send `kind` through the acceptor and wait for its suboperation_status; None on
         timeout."""
-        sub_id, waiter = self.worker.new_suboperation()
-        header = wire.pack_envelope(kind, sub_id=sub_id, **fields)
-        self.worker.outbox.send([b"", header, b"", dataset])
-        try:
-            return waiter.status if waiter.event.wait(SUBOPERATION_TIMEOUT) else None
-        finally:
-            self.worker.forget_suboperation(sub_id)
+        pending = self._send_suboperation(kind, dataset, **fields)
+        return pending.status(SUBOPERATION_TIMEOUT)
 
     def is_cancelled(self) -> bool:
         return self.cancelled.is_set()
@@ -168,6 +178,33 @@ class WorkerChannel:
 class _Waiter:
     event: threading.Event = field(default_factory=threading.Event)
     status: int = 0xA702
+
+
+class _RemoteSubOperation:
+    """A sub-operation sent to the acceptor (node.dispatch.SubOperation)."""
+
+    def __init__(self, worker: Worker, sub_id: int, waiter: _Waiter, sop_instance: str) -> None:
+        self.worker = worker
+        self.sub_id = sub_id
+        self.waiter = waiter
+        self.sop_instance = sop_instance
+
+    def done(self) -> bool:
+        return self.waiter.event.is_set()
+
+    def status(self, timeout: float) -> int | None:
+        """The status the acceptor reported, or None when none came within `timeout`."""
+        try:
+            return self.waiter.status if self.waiter.event.wait(timeout) else None
+        finally:
+            self.worker.forget_suboperation(self.sub_id)
+
+    def result(self) -> int:
+        status = self.status(SUBOPERATION_TIMEOUT)
+        if status is None:
+            log.warning("C-GET sub-operation %s timed out", self.sop_instance)
+            return 0xA702
+        return status
 
 
 def request_from_envelope(envelope: wire.Envelope, command: bytes, dataset: Any) -> ServiceRequest:

@@ -37,7 +37,7 @@ from workers.handlers.retrieve import handle_c_get, handle_c_move
 
 if TYPE_CHECKING:
     from node.dimse.commands import DimseMessage
-    from node.dispatch import Channel, ServiceRequest
+    from node.dispatch import Channel, ServiceRequest, SubOperation
     from workers.handlers.common import Handlers
 
 log = logging.getLogger("dicomnode.worker")
@@ -100,6 +100,16 @@ class _GuardedChannel:
         self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, dataset: bytes
     ) -> int:
         return self.channel.store(sop_class_uid, sop_instance_uid, transfer_syntax, dataset)
+
+    def store_nowait(
+        self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, dataset: bytes
+    ) -> SubOperation | int:
+        """The channel's store_nowait, or its blocking store (a status) when it has none."""
+        queue = getattr(self.channel, "store_nowait", None)
+        if queue is None:
+            return self.channel.store(sop_class_uid, sop_instance_uid, transfer_syntax, dataset)
+        pending: SubOperation = queue(sop_class_uid, sop_instance_uid, transfer_syntax, dataset)
+        return pending
 
     def is_cancelled(self) -> bool:
         return self.channel.is_cancelled()

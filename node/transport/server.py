@@ -242,6 +242,7 @@ class ServerAssociation(Connection):
         self._release_pending = False
         self._suboperation_ids = itertools.count(1)
         self._suboperations: dict[int, asyncio.Future[int]] = {}
+        self._suboperation_turn = asyncio.Lock()
         #: The data set being streamed: (request, dispatcher stream, bytes not yet passed on).
         self._stream: tuple[ServiceRequest, Any, bytearray] | None = None
         #: For the association's log line (node.logs): requests answered, bytes read, start.
@@ -762,23 +763,27 @@ class ServerAssociation(Connection):
         )
         if context_id is None or self.transport is None or self.transport.is_closing():
             return 0xA702
-        await self.drain()
-        if self.transport is None or self.transport.is_closing():
-            return 0xA702  # the association went away while we waited to write
-        message_id = next(self._suboperation_ids) & 0xFFFF or next(self._suboperation_ids)
-        future: asyncio.Future[int] = self.loop.create_future()
-        self._suboperations[message_id] = future
-        self.send_message(
-            context_id,
-            CStoreRQ(
-                message_id=message_id,
-                affected_sop_class_uid=sop_class_uid,
-                affected_sop_instance_uid=sop_instance_uid,
-            ),
-            dataset,
-        )
-        timeout = self.settings.dimse_timeout
-        return await asyncio.wait_for(future, timeout) if timeout else await future
+        # One C-STORE-RQ outstanding at a time, in the order they came (asyncio.Lock is FIFO):
+        # the requestor performs one operation at a time unless it negotiated more (PS3.7
+        # D.3.3.3). A worker may queue the next ones here while the peer stores this one.
+        async with self._suboperation_turn:
+            await self.drain()
+            if self.transport is None or self.transport.is_closing():
+                return 0xA702  # the association went away while we waited to write
+            message_id = next(self._suboperation_ids) & 0xFFFF or next(self._suboperation_ids)
+            future: asyncio.Future[int] = self.loop.create_future()
+            self._suboperations[message_id] = future
+            self.send_message(
+                context_id,
+                CStoreRQ(
+                    message_id=message_id,
+                    affected_sop_class_uid=sop_class_uid,
+                    affected_sop_instance_uid=sop_instance_uid,
+                ),
+                dataset,
+            )
+            timeout = self.settings.dimse_timeout
+            return await asyncio.wait_for(future, timeout) if timeout else await future
 
     async def send_event_report(
         self,

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -319,6 +320,47 @@ def test_c_get_sub_operations_counted(make_ae):
     assert final.NumberOfWarningSuboperations == 0
     assert [str(ds.SOPInstanceUID) for ds in received] == [str(ds.SOPInstanceUID) for ds in archive]
     assert received[0].PixelData == archive[0].PixelData
+
+
+def test_c_get_sub_operations_reach_the_requestor_one_at_a_time_in_order(make_ae, tmp_path):
+    # The built-in Q/R SCP hands several sub-operations over at once (a window); the acceptor
+    # must still send one C-STORE-RQ at a time (PS3.7 D.3.3.3, no asynchronous window
+    # negotiated) and in order.
+    from workers.store.index import IndexedFileStore
+
+    archive = [make_dataset(1, 1, 1, i) for i in range(1, 9)]
+    scp = _scp(make_ae)
+    scp.file_store = IndexedFileStore(tmp_path, fsync=False)
+    _started(scp)
+    lock = threading.Lock()
+    busy = [0, 0]  # now, most
+    order: list[str] = []
+    scu, roles = _get_scu(make_ae, [])
+
+    def on_c_store(ds, context, info):
+        with lock:
+            busy[0] += 1
+            busy[1] = max(busy)
+            order.append(str(ds.SOPInstanceUID))
+        time.sleep(0.02)  # long enough for a second request to overlap if one were sent
+        with lock:
+            busy[0] -= 1
+        return 0x0000
+
+    scu.on_c_store = on_c_store
+    sender = _associate(_scu(make_ae, "SENDER"), scp)
+    for ds in archive:
+        assert sender.send_c_store(ds).Status == 0x0000
+    sender.release()
+    association = _associate(scu, scp, ext_neg=roles)
+    query = Dataset()
+    query.QueryRetrieveLevel = "PATIENT"
+    query.PatientID = str(archive[0].PatientID)
+    statuses = [int(status.Status) for status, _ in association.send_c_get(query)]
+    association.release()
+    assert statuses == [0xFF00] * len(archive) + [0x0000]
+    assert busy[1] == 1
+    assert sorted(order) == sorted(str(ds.SOPInstanceUID) for ds in archive)
 
 
 def test_c_get_partial_failure_is_warning_with_failed_list(make_ae):

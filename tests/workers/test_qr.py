@@ -351,7 +351,7 @@ def test_c_get_of_a_compressed_file_with_no_context_for_it_fails_that_sub_operat
     command = CGetRQ(message_id=8, affected_sop_class_uid=STUDY_GET)
     store = _get_store(request(command, STUDY_GET, None), channel)
     jpeg = Part10(CT, f"{ROOT}.9", "1.2.840.10008.1.2.4.70", b"\x08\x00\x05\x00")
-    assert store(jpeg) == (0xA702, f"{ROOT}.9")
+    assert store(jpeg) == (0xA702, f"{ROOT}.9", 0)
     assert channel.stored == []
 
 

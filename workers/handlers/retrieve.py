@@ -11,8 +11,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
@@ -43,7 +44,7 @@ from workers.handlers.common import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from node.dispatch import Channel, ServiceRequest
+    from node.dispatch import Channel, ServiceRequest, SubOperation
 
 CANCEL = 0xFE00
 SUBOPERATIONS_WARNING = 0xB000
@@ -121,14 +122,70 @@ def _final_status(counts: Counts) -> StatusResult:
     return StatusResult(0x0000)
 
 
+#: C-GET sub-operations of the built-in Q/R SCP handed to the association before the oldest is
+#: answered: the next data set travels to the acceptor while the peer stores the current one.
+#: Bounded in bytes too, so a retrieve of huge objects holds at most one beyond the limit. A
+#: user's generator gets one at a time (each pending response before its next item is asked
+#: for, as pynetdicom does: a generator may wait on what the SCU does next, e.g. a cancel).
+SUBOPERATION_WINDOW = 4
+SUBOPERATION_WINDOW_BYTES = 32 << 20
+
+#: What a store function gives back: the status, or a sub-operation still running.
+Outcome: TypeAlias = "int | SubOperation"
+
+
+class _InFlight:
+    """Sub-operations handed over and not yet counted, oldest first."""
+
+    def __init__(
+        self, request: ServiceRequest, channel: Channel, counts: Counts, window: int
+    ) -> None:
+        self.request = request
+        self.channel = channel
+        self.counts = counts
+        self.window = window
+        self.items: deque[tuple[Outcome, str, int]] = deque()
+        self.size = 0
+
+    def add(self, outcome: Outcome, sop_instance: str, size: int) -> None:
+        self.items.append((outcome, sop_instance, size))
+        self.size += size
+        # count what is already answered; wait while the window is full
+        while self.items and (
+            len(self.items) >= self.window
+            or self.size > SUBOPERATION_WINDOW_BYTES
+            or _done(self.items[0][0])
+        ):
+            self.settle_oldest()
+
+    def settle_oldest(self) -> None:
+        outcome, sop_instance, size = self.items.popleft()
+        self.size -= size
+        status = outcome if isinstance(outcome, int) else outcome.result()
+        self.counts.record(status, sop_instance)
+        response = _response(self.request, StatusResult(0xFF00), self.counts, final=False)
+        self.channel.respond(response, None, False)
+
+    def settle_all(self) -> None:
+        while self.items:
+            self.settle_oldest()
+
+
+def _done(outcome: Outcome) -> bool:
+    return isinstance(outcome, int) or outcome.done()
+
+
 def _run_suboperations(
     request: ServiceRequest,
     channel: Channel,
     iterator: Iterator[Any],
-    store: Callable[[Dataset | Part10], tuple[int, str]],
+    store: Callable[[Dataset | Part10], tuple[Outcome, str, int]],
     on_error: int,
+    *,
+    window: int = 1,
 ) -> None:
-    """Drive the generator after its preamble: store each data set, report progress."""
+    """Drive the generator after its preamble: store each data set (a few may be in flight at
+    once, answered in order), report progress after each."""
     counts = Counts()
     try:
         counts.remaining = int(next(iterator))
@@ -138,34 +195,35 @@ def _run_suboperations(
         log.exception("retrieve handler raised")
         _finish(request, channel, failure(on_error, describe_exception(error)), counts)
         return
+    in_flight = _InFlight(request, channel, counts, window)
+    result: StatusResult | None = None
     while True:
         if channel.is_cancelled():
-            _finish(request, channel, StatusResult(CANCEL), counts)
-            return
+            result = StatusResult(CANCEL)
+            break
         try:
             item = next(iterator)
         except StopIteration:
             break
         except Exception as error:  # noqa: BLE001 - a user generator may raise anything
             log.exception("retrieve handler raised")
-            _finish(request, channel, failure(on_error, describe_exception(error)), counts)
-            return
+            result = failure(on_error, describe_exception(error))
+            break
         try:
             status_value, dataset = item
             status = parse_status(status_value)
         except (InvalidStatusError, TypeError, ValueError) as error:
-            _finish(request, channel, failure(on_error, f"invalid yield: {error}"), counts)
-            return
+            result = failure(on_error, f"invalid yield: {error}")
+            break
         if classify(status.status) is not StatusCategory.PENDING:
-            _finish(request, channel, status, counts)
-            return
+            result = status
+            break
         if not isinstance(dataset, Dataset | Part10):
-            counts.record(0xC000, "")
+            in_flight.add(0xC000, "", 0)
             continue
-        sub_status, sop_instance = store(dataset)
-        counts.record(sub_status, sop_instance)
-        channel.respond(_response(request, StatusResult(0xFF00), counts, final=False), None, False)
-    _finish(request, channel, _final_status(counts), counts)
+        in_flight.add(*store(dataset))
+    in_flight.settle_all()  # those already handed over finish and are counted
+    _finish(request, channel, result or _final_status(counts), counts)
 
 
 def _finish(
@@ -180,23 +238,29 @@ def _finish(
 
 def _get_store(
     request: ServiceRequest, channel: Channel
-) -> Callable[[Dataset | Part10], tuple[int, str]]:
+) -> Callable[[Dataset | Part10], tuple[Outcome, str, int]]:
     by_class: dict[str, list[str]] = {}
     for context in request.association.storage_contexts:
         by_class.setdefault(context.abstract_syntax, []).append(context.transfer_syntax)
+    queue = getattr(channel, "store_nowait", None)
 
-    def store(dataset: Dataset | Part10) -> tuple[int, str]:
+    def send(sop_class: str, sop_instance: str, syntax: str, data: bytes) -> Outcome:
+        if queue is not None:
+            outcome: Outcome = queue(sop_class, sop_instance, syntax, data)
+            return outcome
+        return channel.store(sop_class, sop_instance, syntax, data)
+
+    def store(dataset: Dataset | Part10) -> tuple[Outcome, str, int]:
         if isinstance(dataset, Part10):
             sop_class, sop_instance = dataset.sop_class_uid, dataset.sop_instance_uid
             offered = by_class.get(sop_class, [])
             if dataset.transfer_syntax in offered:  # as stored: no decoding
-                return (
-                    channel.store(sop_class, sop_instance, dataset.transfer_syntax, dataset.data),
-                    sop_instance,
-                )
+                data = dataset.data
+                outcome = send(sop_class, sop_instance, dataset.transfer_syntax, data)
+                return outcome, sop_instance, len(data)
             if dataset.transfer_syntax not in UNCOMPRESSED:
                 log.warning("C-GET: no accepted context to send %s (%s)", sop_instance, sop_class)
-                return 0xA702, sop_instance
+                return 0xA702, sop_instance, 0
             decoded = decode_dataset(dataset.data, dataset.transfer_syntax)
             decoded.file_meta = _meta(dataset.transfer_syntax)
             dataset = decoded
@@ -205,9 +269,9 @@ def _get_store(
         syntax = choose_transfer_syntax(dataset, by_class.get(sop_class, []))
         if syntax is None:
             log.warning("C-GET: no accepted context to send %s (%s)", sop_instance, sop_class)
-            return 0xA702, sop_instance
+            return 0xA702, sop_instance, 0
         data = encode_dataset(dataset, syntax)
-        return channel.store(sop_class, sop_instance, syntax, data), sop_instance
+        return send(sop_class, sop_instance, syntax, data), sop_instance, len(data)
 
     return store
 
@@ -238,8 +302,16 @@ def handle_c_get(request: ServiceRequest, channel: Channel, handlers: Handlers) 
     if results is None:
         _finish(request, channel, failure(GET_UNABLE_TO_PROCESS, "no C-GET handler"), Counts())
         return
+    from workers.handlers.qr import QueryRetrieveSCP
+
+    built_in = isinstance(getattr(handlers.on_c_get, "__self__", None), QueryRetrieveSCP)
     _run_suboperations(
-        request, channel, iter(results), _get_store(request, channel), GET_UNABLE_TO_PROCESS
+        request,
+        channel,
+        iter(results),
+        _get_store(request, channel),
+        GET_UNABLE_TO_PROCESS,
+        window=SUBOPERATION_WINDOW if built_in else 1,
     )
 
 
@@ -290,4 +362,9 @@ def handle_c_move(request: ServiceRequest, channel: Channel, handlers: Handlers)
     from workers.move import MoveDestination
 
     with MoveDestination(str(host), int(port), destination, handlers, request) as target:
-        _run_suboperations(request, channel, iterator, target.store, MOVE_UNABLE_TO_PROCESS)
+
+        def store(dataset: Dataset | Part10) -> tuple[Outcome, str, int]:
+            status, sop_instance = target.store(dataset)  # on our own association: blocking
+            return status, sop_instance, 0
+
+        _run_suboperations(request, channel, iterator, store, MOVE_UNABLE_TO_PROCESS)
