@@ -193,13 +193,13 @@ def test_the_built_in_retrieve_uses_the_window(tmp_path):
         index=Index.open(tmp_path, synchronous="OFF"),
     )
     for ds in archive_datasets():
-        command = CStoreRQ(
+        store_command = CStoreRQ(
             message_id=1,
             affected_sop_class_uid=ds.SOPClassUID,
             affected_sop_instance_uid=ds.SOPInstanceUID,
         )
         data = encode_dataset(ds, EXPLICIT)
-        store = ServiceRequest(ASSOCIATION, 1, str(ds.SOPClassUID), EXPLICIT, command, data)
+        store = ServiceRequest(ASSOCIATION, 1, str(ds.SOPClassUID), EXPLICIT, store_command, data)
         handle_request(store, WindowChannel(), handlers)
     first_ct = next(ds for ds in archive_datasets() if ds.Modality == "CT")
     query = Dataset()
