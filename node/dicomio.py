@@ -42,6 +42,14 @@ def encode_dataset(dataset: Dataset, transfer_syntax: str) -> bytes:
     return data
 
 
+def stored_transfer_syntax(dataset: Dataset) -> str | None:
+    """The Transfer Syntax UID in a data set's file meta (how it was stored), if it has one."""
+    meta = getattr(dataset, "file_meta", None)
+    if meta is None or "TransferSyntaxUID" not in meta:
+        return None
+    return str(meta.TransferSyntaxUID)
+
+
 def status_dataset(status: int, **fields: object) -> Dataset:
     """A status Dataset as pynetdicom returns it from send_c_*(): Status plus extra fields."""
     result = Dataset()

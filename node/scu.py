@@ -17,7 +17,13 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from node.client import AssociationBase, AssociationError
-from node.dicomio import Part10, decode_dataset, encode_dataset, read_part10
+from node.dicomio import (
+    Part10,
+    decode_dataset,
+    encode_dataset,
+    read_part10,
+    stored_transfer_syntax,
+)
 from node.dimse.commands import (
     CEchoRQ,
     CFindRQ,
@@ -155,12 +161,7 @@ class AsyncAssociation(AssociationBase):
             )
         sop_class = str(dataset.SOPClassUID)
         sop_instance = str(dataset.SOPInstanceUID)
-        meta = getattr(dataset, "file_meta", None)
-        original = (
-            str(meta.TransferSyntaxUID)
-            if meta is not None and "TransferSyntaxUID" in meta
-            else None
-        )
+        original = stored_transfer_syntax(dataset)
         contexts = self._contexts_for(sop_class)
         chosen = next((c for c in contexts if c.transfer_syntax == original), None)
         if chosen is None and (original is None or original in UNCOMPRESSED):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from node.acse.requestor import build_associate_rq
 from node.client import ClientSettings, open_association
-from node.dicomio import Part10
+from node.dicomio import Part10, stored_transfer_syntax
 from node.presets import StoragePresentationContexts, build_context
 from node.scu import UNCOMPRESSED, AsyncAssociation, LoopThread
 
@@ -74,13 +74,7 @@ class MoveDestination:
         if isinstance(first, Part10):
             sop_class, syntax = first.sop_class_uid, first.transfer_syntax
         else:
-            sop_class = str(first.SOPClassUID)
-            meta = getattr(first, "file_meta", None)
-            syntax = (
-                str(meta.TransferSyntaxUID)
-                if meta is not None and "TransferSyntaxUID" in meta
-                else None
-            )
+            sop_class, syntax = str(first.SOPClassUID), stored_transfer_syntax(first)
         syntaxes = [syntax] if syntax and syntax not in UNCOMPRESSED else []
         syntaxes += list(UNCOMPRESSED)
         contexts = [build_context(sop_class, syntaxes)]

@@ -24,7 +24,7 @@ from pydicom.uid import (
 )
 
 from node import evt
-from node.dicomio import Part10, decode_dataset, encode_dataset
+from node.dicomio import Part10, decode_dataset, encode_dataset, stored_transfer_syntax
 from node.dimse.commands import CGetRSP, CMoveRSP
 from node.dimse.status import StatusCategory, classify
 from workers.handlers.common import (
@@ -86,10 +86,7 @@ class Counts:
 
 def choose_transfer_syntax(dataset: Dataset, offered: list[str]) -> str | None:
     """Pick the transfer syntax to send `dataset` in, among those accepted for its class."""
-    meta = getattr(dataset, "file_meta", None)
-    original = (
-        str(meta.TransferSyntaxUID) if meta is not None and "TransferSyntaxUID" in meta else None
-    )
+    original = stored_transfer_syntax(dataset)
     if original is not None and original in offered:
         return original
     if original is None or original in UNCOMPRESSED:
