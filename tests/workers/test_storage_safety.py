@@ -11,7 +11,7 @@ import pytest
 from pydicom import config, dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from node.dicomio import Part10, encode_dataset
+from node.dicomio import Part10, encode_dataset, read_part10
 from node.dimse.status import StatusCategory, classify
 from tests.synthetic import CT_IMAGE_STORAGE, ROOT, make_dataset
 from tests.workers.network import archive, modality
@@ -226,3 +226,55 @@ def test_a_data_set_of_another_sop_class_is_refused_with_a900(store):
     assert channel.final.status == 0xA900
     assert str(ds.SOPClassUID) in (channel.final.error_comment or "")
     assert files_under(store.root) == before  # nothing written
+
+
+def test_a_series_directory_removed_behind_the_store_is_made_again(tmp_path):
+    from workers.store.files import FileStore
+
+    files = FileStore(tmp_path, fsync=True)
+    first = files.store(
+        CT_IMAGE_STORAGE,
+        GOOD_SOP,
+        ExplicitVRLittleEndian,
+        b"\x08\x00",
+        "",
+        study_and_series_uids=(GOOD_STUDY, GOOD_SERIES),
+    )
+    directory = first.path.parent
+    first.path.unlink()
+    directory.rmdir()  # the store remembers it made this directory
+    again = files.store(
+        CT_IMAGE_STORAGE,
+        GOOD_SOP + ".2",
+        ExplicitVRLittleEndian,
+        b"\x08\x00",
+        "",
+        study_and_series_uids=(GOOD_STUDY, GOOD_SERIES),
+    )
+    assert again.path.parent == directory
+    assert again.path.read_bytes().endswith(b"\x08\x00")
+    assert [p.name for p in directory.iterdir()] == [again.path.name]  # no temporary left
+
+
+def test_a_short_write_is_completed(tmp_path, monkeypatch):
+    import os
+
+    from workers.store import files as module
+
+    real_writev = os.writev
+
+    def short_writev(descriptor, buffers):
+        return real_writev(descriptor, [bytes(buffers[0])[:3]])  # the kernel took 3 bytes
+
+    monkeypatch.setattr(os, "writev", short_writev)
+    store = module.FileStore(tmp_path, fsync=False)
+    data = bytes(range(256)) * 40
+    stored = store.store(
+        CT_IMAGE_STORAGE,
+        GOOD_SOP,
+        ExplicitVRLittleEndian,
+        data,
+        "",
+        study_and_series_uids=(GOOD_STUDY, GOOD_SERIES),
+    )
+    assert read_part10(str(stored.path)).data == data

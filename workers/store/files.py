@@ -7,10 +7,11 @@
 # set bytes are stored as received, after a file meta group we build (PS3.10 7.1).
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import re
 import struct
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final
@@ -137,6 +138,23 @@ class StoredObject:
     replaced: bool
 
 
+#: Numbers for temporary names, unique within the process (next() is atomic under the GIL).
+_WRITES: Final = itertools.count(1)
+#: Series directories remembered per store before the memory starts over.
+_KNOWN_DIRECTORIES: Final = 4096
+
+
+def _write_all(descriptor: int, header: bytes, dataset: bytes) -> None:
+    """Write the file meta and the data set with one system call when the kernel takes it
+    all (it does for regular files), looping otherwise."""
+    written = os.writev(descriptor, [header, dataset])
+    if written == len(header) + len(dataset):
+        return
+    rest = memoryview(header + bytes(dataset))[written:]
+    while rest:
+        rest = rest[os.write(descriptor, rest) :]
+
+
 class FileStore:
     """Part 10 files under `root/objects`, written durably."""
 
@@ -154,6 +172,8 @@ class FileStore:
         self.fsync = fsync
         self.implementation_class_uid = implementation_class_uid
         self.implementation_version_name = implementation_version_name
+        #: Series directories known to exist (a set add is atomic for the handler threads).
+        self._directories: set[Path] = set()
 
     def path_for(self, study: str, series: str, sop_instance: str) -> Path:
         parts = (
@@ -161,10 +181,9 @@ class FileStore:
             checked_uid(series, "Series Instance UID"),
             checked_uid(sop_instance, "SOP Instance UID") + ".dcm",
         )
-        path = self.objects.joinpath(*parts)
-        if self.objects not in path.parents:
-            raise InvalidUIDError("path escapes the data directory")
-        return path
+        # Each part is digits and dots with no empty component (so never "..", "." or "/"):
+        # the path stays below objects/.
+        return self.objects.joinpath(*parts)
 
     def store(
         self,
@@ -184,8 +203,7 @@ class FileStore:
         study, series = study_and_series_uids or study_and_series(dataset, transfer_syntax)
         path = self.path_for(study, series, sop_instance_uid)
         directory = path.parent
-        created = not directory.exists()
-        directory.mkdir(parents=True, exist_ok=True)
+        created = self._make_directory(directory)
         header = file_meta(
             sop_class_uid,
             sop_instance_uid,
@@ -195,19 +213,25 @@ class FileStore:
             source_ae_title,
         )
         # unique per write: several threads of one process may store the same SOP instance
-        temporary = directory / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
-        replaced = path.exists()
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        temporary = f"{directory}/.{path.name}.{os.getpid()}.{next(_WRITES)}.tmp"
+        replaced = os.path.exists(path)
         try:
-            with os.fdopen(descriptor, "wb", closefd=True) as handle:
-                handle.write(header)
-                handle.write(dataset)
-                handle.flush()
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except FileNotFoundError:  # the directory went away since we made it: again
+            self._directories.discard(directory)
+            created = self._make_directory(directory)
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            try:
+                _write_all(descriptor, header, dataset)
                 if self.fsync:
-                    os.fsync(handle.fileno())
+                    os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
             os.replace(temporary, path)
         except BaseException:
-            temporary.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
             raise
         if self.fsync:
             self._fsync_directory(directory)
@@ -227,8 +251,7 @@ class FileStore:
             study, series = study_and_series(handle, transfer_syntax)
         path = self.path_for(study, series, sop_instance_uid)
         directory = path.parent
-        created = not directory.exists()
-        directory.mkdir(parents=True, exist_ok=True)
+        created = self._make_directory(directory)
         replaced = path.exists()
         if self.fsync:
             descriptor = os.open(spool, os.O_RDONLY)
@@ -243,6 +266,18 @@ class FileStore:
                 self._fsync_directory(directory.parent)
                 self._fsync_directory(directory.parent.parent)
         return StoredObject(path, study, series, replaced)
+
+    def _make_directory(self, directory: Path) -> bool:
+        """Make `directory` (and its parents) unless this store made or saw it already;
+        True when it did not exist before (its parents then need an fsync)."""
+        if directory in self._directories:
+            return False
+        created = not directory.exists()
+        directory.mkdir(parents=True, exist_ok=True)
+        if len(self._directories) >= _KNOWN_DIRECTORIES:
+            self._directories.clear()
+        self._directories.add(directory)
+        return created
 
     @property
     def spool_directory(self) -> Path:
