@@ -83,6 +83,25 @@ def test_add_builds_the_hierarchy(index):
     assert index.counts() == {"patient": 2, "study": 3, "series": 3, "instance": 5}
 
 
+def test_an_unchanged_patient_study_and_series_are_read_not_rewritten(tmp_path):
+    with Index.open(tmp_path) as index:
+        index.add(record("1.1.1.1", StudyDescription="CHEST"))
+        written: list[str] = []
+        with index.backend.connection() as connection:
+            connection.set_trace_callback(written.append)
+        try:
+            index.add(record("1.1.1.2", StudyDescription="CHEST"))  # same hierarchy
+            index.add(record("1.1.1.3", StudyDescription=""))  # empty: keeps CHEST
+        finally:
+            with index.backend.connection() as connection:
+                connection.set_trace_callback(None)
+        upserts = [s.split()[2] for s in written if s.startswith("INSERT INTO")]
+        assert upserts == ["instance", "study_activity"] * 2
+        index.add(record("1.1.1.4", StudyDescription="HEAD"))  # a change is written
+        assert study_row(index, "1.1")["StudyDescription"] == "HEAD"
+        assert index.counts() == {"patient": 1, "study": 1, "series": 1, "instance": 4}
+
+
 def test_sqlite_index_is_a_wal_file_in_the_data_directory(tmp_path):
     with Index.open(tmp_path) as index:
         assert (tmp_path / INDEX_FILE).is_file()

@@ -352,26 +352,40 @@ class Index:
         row = cursor.execute(self._sql(sql), [columns[name] for name in names]).fetchone()
         return int(row[0])
 
-    def _parent_of(self, cursor: Cursor, level: Level, uid: str) -> int | None:
+    def _ensure(
+        self, cursor: Cursor, level: Level, values: dict[str, str], parent: int | None
+    ) -> tuple[int, int | None]:
+        """(id, parent before this call) of one entity, upserted only when the row is missing
+        or this record changes it: the patient, study and series of the previous instance are
+        read, not rewritten (fewer statements, fewer pages in the journal)."""
         table, unique = TABLES[level], UNIQUE_KEYS[level].column
+        parent_column = PARENT_COLUMN.get(level)
+        names = [name for name in values if name != unique]
+        selected = ["id", parent_column or "NULL", *names]
         row = cursor.execute(
-            self._sql(f"SELECT {PARENT_COLUMN[level]} FROM {table} WHERE {unique} = ?"),  # noqa: S608
-            (uid,),
+            self._sql(f"SELECT {', '.join(selected)} FROM {table} WHERE {unique} = ?"),  # noqa: S608
+            (values[unique],),
         ).fetchone()
-        return None if row is None else int(row[0])
+        old_parent = None if row is None or row[1] is None else int(row[1])
+        # unchanged: the upsert would keep every stored value (an empty new one keeps it too)
+        if (
+            row is not None
+            and (parent is None or old_parent == parent)
+            and all(
+                values[name] in ("", stored) for name, stored in zip(names, row[2:], strict=True)
+            )
+        ):
+            return int(row[0]), old_parent
+        return self._upsert(cursor, level, values, parent), old_parent
 
     def _add(self, cursor: Cursor, record: InstanceRecord) -> tuple[bool, str | None]:
-        study_uid = record.value("StudyInstanceUID")
-        series_uid = record.value("SeriesInstanceUID")
-        old_patient = self._parent_of(cursor, Level.STUDY, study_uid)
-        old_study = self._parent_of(cursor, Level.SERIES, series_uid)
         old = cursor.execute(
             self._sql("SELECT series_ref, path FROM instance WHERE sop_instance_uid = ?"),
             (record.sop_instance_uid,),
         ).fetchone()
-        patient = self._upsert(cursor, Level.PATIENT, record.columns(Level.PATIENT), None)
-        study = self._upsert(cursor, Level.STUDY, record.columns(Level.STUDY), patient)
-        series = self._upsert(cursor, Level.SERIES, record.columns(Level.SERIES), study)
+        patient, _ = self._ensure(cursor, Level.PATIENT, record.columns(Level.PATIENT), None)
+        study, old_patient = self._ensure(cursor, Level.STUDY, record.columns(Level.STUDY), patient)
+        series, old_study = self._ensure(cursor, Level.SERIES, record.columns(Level.SERIES), study)
         instance = record.columns(Level.IMAGE)
         instance["path"] = record.path
         instance["size"] = str(record.size)
