@@ -85,15 +85,17 @@ def test_add_builds_the_hierarchy(index):
 
 def test_an_unchanged_patient_study_and_series_are_read_not_rewritten(tmp_path):
     with Index.open(tmp_path) as index:
+        backend = index.backend
+        assert isinstance(backend, SQLiteBackend)
         index.add(record("1.1.1.1", StudyDescription="CHEST"))
         written: list[str] = []
-        with index.backend.connection() as connection:
+        with backend.connection() as connection:
             connection.set_trace_callback(written.append)
         try:
             index.add(record("1.1.1.2", StudyDescription="CHEST"))  # same hierarchy
             index.add(record("1.1.1.3", StudyDescription=""))  # empty: keeps CHEST
         finally:
-            with index.backend.connection() as connection:
+            with backend.connection() as connection:
                 connection.set_trace_callback(None)
         upserts = [s.split()[2] for s in written if s.startswith("INSERT INTO")]
         assert upserts == ["instance", "study_activity"] * 2
