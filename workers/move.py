@@ -121,8 +121,10 @@ class MoveDestination:
                 ),
                 None,
             )
-        except ValueError as error:
+        except Exception as error:  # noqa: BLE001 - this sub-operation fails, the rest go on
             log.warning("C-MOVE: cannot send %s: %s", sop_instance, error)
+            if not association.is_established:  # the destination is gone: so are the rest
+                self.failed = True
             return UNABLE_TO_PERFORM, sop_instance
         if "Status" not in status:
             self.failed = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from pydicom.dataset import Dataset
 
 from node.dicomio import Part10, encode_dataset
@@ -234,3 +235,41 @@ def test_a_channel_without_store_nowait_stores_one_at_a_time():
     final = run_get(channel, instances(3))
     assert [kind for kind, _ in channel.events] == ["stored", "response"] * 3 + ["response"]
     assert final.number_of_completed_suboperations == 3
+
+
+def test_a_sub_operation_that_cannot_be_sent_fails_alone():
+    class Failing(WindowChannel):
+        def store_nowait(self, sop_class: str, uid: str, syntax: str, data: bytes) -> Pending:
+            if uid == "1.2.3.2":
+                raise RuntimeError("outbox closed")
+            return super().store_nowait(sop_class, uid, syntax, data)
+
+    channel = Failing()
+    final = run_get(channel, instances(4))
+    assert final.status == 0xB000
+    assert (final.number_of_completed_suboperations, final.number_of_failed_suboperations) == (
+        3,
+        1,
+    )
+    identifier = channel.responses[-1][1]
+    assert identifier is not None
+    assert b"1.2.3.2" in identifier  # the Failed SOP Instance UID List
+    assert channel.outstanding == 0
+
+
+class _Stop(BaseException):
+    """Not an Exception: nothing on the way may swallow it."""
+
+
+def test_sub_operations_in_flight_are_answered_before_an_error_leaves():
+    class Broken(WindowChannel):
+        def is_cancelled(self) -> bool:
+            if sum(1 for kind, _ in self.events if kind == "sent") >= 2:
+                raise _Stop
+            return False
+
+    channel = Broken()
+    with pytest.raises(_Stop):
+        run_get(channel, instances(5))
+    assert channel.outstanding == 0
+    assert [r.number_of_completed_suboperations for r, _, _ in channel.responses] == [1, 2]

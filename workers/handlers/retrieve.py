@@ -10,6 +10,7 @@
 # Failed SOP Instance UID List), 0xFE00 on cancel, 0xA702/0xA801/0xC5xx for the failure cases.
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections import deque
 from dataclasses import dataclass, field
@@ -193,34 +194,57 @@ def _run_suboperations(
         _finish(request, channel, failure(on_error, describe_exception(error)), counts)
         return
     in_flight = _InFlight(request, channel, counts, window)
-    result: StatusResult | None = None
+    try:
+        result = _hand_over(channel, iterator, store, in_flight, on_error)
+    except BaseException:
+        # those already handed over are answered before the failure response goes out
+        with contextlib.suppress(Exception):
+            in_flight.settle_all()
+        raise
+    in_flight.settle_all()  # those already handed over finish and are counted
+    _finish(request, channel, result or _final_status(counts), counts)
+
+
+def _hand_over(
+    channel: Channel,
+    iterator: Iterator[Any],
+    store: Callable[[Dataset | Part10], tuple[Outcome, str, int]],
+    in_flight: _InFlight,
+    on_error: int,
+) -> StatusResult | None:
+    """Take the generator's items and hand each data set to `store` until the generator
+    ends (None), fails, gives a final status or the request is cancelled (that status)."""
     while True:
         if channel.is_cancelled():
-            result = StatusResult(CANCEL)
-            break
+            return StatusResult(CANCEL)
         try:
             item = next(iterator)
         except StopIteration:
-            break
+            return None
         except Exception as error:  # noqa: BLE001 - a user generator may raise anything
             log.exception("retrieve handler raised")
-            result = failure(on_error, describe_exception(error))
-            break
+            return failure(on_error, describe_exception(error))
         try:
             status_value, dataset = item
             status = parse_status(status_value)
         except (InvalidStatusError, TypeError, ValueError) as error:
-            result = failure(on_error, f"invalid yield: {error}")
-            break
+            return failure(on_error, f"invalid yield: {error}")
         if classify(status.status) is not StatusCategory.PENDING:
-            result = status
-            break
+            return status
         if not isinstance(dataset, Dataset | Part10):
             in_flight.add(0xC000, "", 0)
             continue
-        in_flight.add(*store(dataset))
-    in_flight.settle_all()  # those already handed over finish and are counted
-    _finish(request, channel, result or _final_status(counts), counts)
+        try:
+            outcome = store(dataset)
+        except Exception as error:  # noqa: BLE001 - e.g. a stored file that cannot be re-encoded
+            uid = (
+                dataset.sop_instance_uid
+                if isinstance(dataset, Part10)
+                else str(dataset.get("SOPInstanceUID", ""))
+            )
+            log.warning("retrieve: cannot send %s: %s", uid, describe_exception(error))
+            outcome = (0xC000, uid, 0)  # this sub-operation fails, the others go on
+        in_flight.add(*outcome)
 
 
 def _finish(
