@@ -350,7 +350,8 @@ class ZmqDispatcher:
             asyncio.get_running_loop().create_task(self._event_report(envelope, bytes(dataset)))
         elif kind == wire.SUBOPERATION:
             entry = self.pending.get(key)
-            if entry is None:
+            if entry is None:  # its request is over here: the worker must not wait for it
+                self._suboperation_status(envelope, 0xA702)
                 return
             asyncio.get_running_loop().create_task(
                 self._suboperation(entry[0], entry[1], envelope, bytes(dataset))
@@ -359,6 +360,10 @@ class ZmqDispatcher:
     async def _suboperation(
         self, request: ServiceRequest, sink: ReplySink, envelope: wire.Envelope, dataset: bytes
     ) -> None:
+        deadline = None
+        if isinstance(envelope.get("deadline"), int | float):  # the worker's, in unix time
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + float(envelope["deadline"]) - time.time()
         try:
             status = await sink.store_suboperation(
                 request,
@@ -366,10 +371,14 @@ class ZmqDispatcher:
                 str(envelope["sop_instance"]),
                 str(envelope["ts_uid"]),
                 dataset,
+                deadline,
             )
         except Exception as error:  # noqa: BLE001 - any failure is a failed sub-operation
             log.warning("C-GET sub-operation failed: %s", error)
             status = 0xA702
+        self._suboperation_status(envelope, status)
+
+    def _suboperation_status(self, envelope: wire.Envelope, status: int) -> None:
         self.send_frames(
             [
                 b"",

@@ -188,6 +188,7 @@ class ClientConnection(Connection):
         sop_instance_uid: str,
         transfer_syntax: str,
         dataset: bytes,
+        deadline: float | None = None,
     ) -> int:
         return 0xA702  # an SCU does not run C-GET sub-operations
 

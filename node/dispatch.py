@@ -82,8 +82,11 @@ class ReplySink(Protocol):
         sop_instance_uid: str,
         transfer_syntax: str,
         dataset: bytes,
+        deadline: float | None = None,
     ) -> Awaitable[int]:
-        """C-GET: send a C-STORE-RQ on the same association; resolves to the peer's status."""
+        """C-GET: send a C-STORE-RQ on the same association; resolves to the peer's status.
+        Not sent (0xA702) when its turn comes after `deadline` (event loop time): whoever
+        asked has stopped waiting."""
         ...
 
 

@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -54,13 +55,17 @@ class _ThreadChannel:
     def store_nowait(
         self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, dataset: bytes
     ) -> _LoopSubOperation:
+        timeout = self.suboperation_timeout
+        # not sent once whoever waits for it gave up (loop.time() is time.monotonic())
+        deadline = self.loop.time() + timeout if timeout is not None else None
+
         async def send() -> int:
             return await self.sink.store_suboperation(
-                self.request, sop_class_uid, sop_instance_uid, transfer_syntax, dataset
+                self.request, sop_class_uid, sop_instance_uid, transfer_syntax, dataset, deadline
             )
 
         future = asyncio.run_coroutine_threadsafe(send(), self.loop)
-        return _LoopSubOperation(future, self.suboperation_timeout, sop_instance_uid)
+        return _LoopSubOperation(future, deadline, sop_instance_uid)
 
     def is_cancelled(self) -> bool:
         return self.cancelled.is_set()
@@ -88,18 +93,19 @@ class _LoopSubOperation:
     """A C-GET sub-operation running on the event loop (node.dispatch.SubOperation)."""
 
     def __init__(
-        self, future: concurrent.futures.Future[int], timeout: float | None, sop_instance: str
+        self, future: concurrent.futures.Future[int], deadline: float | None, sop_instance: str
     ) -> None:
         self.future = future
-        self.timeout = timeout
+        self.deadline = deadline  # time.monotonic() time
         self.sop_instance = sop_instance
 
     def done(self) -> bool:
         return self.future.done()
 
     def result(self) -> int:
+        timeout = None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
         try:
-            return self.future.result(self.timeout)
+            return self.future.result(timeout)
         except Exception as error:  # noqa: BLE001 - any failure is a failed sub-operation
             log.warning("C-STORE sub-operation for %s failed: %s", self.sop_instance, error)
             self.future.cancel()

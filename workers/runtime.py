@@ -124,6 +124,7 @@ class WorkerChannel:
         return self._send_suboperation(
             wire.SUBOPERATION,
             dataset,
+            deadline=time.time() + SUBOPERATION_TIMEOUT,  # the acceptor sends nothing later
             acceptor=envelope["acceptor"],
             assoc_id=envelope["assoc_id"],
             msg_id=envelope["msg_id"],
@@ -188,14 +189,17 @@ class _RemoteSubOperation:
         self.sub_id = sub_id
         self.waiter = waiter
         self.sop_instance = sop_instance
+        self.sent = time.monotonic()
 
     def done(self) -> bool:
         return self.waiter.event.is_set()
 
     def status(self, timeout: float) -> int | None:
-        """The status the acceptor reported, or None when none came within `timeout`."""
+        """The status the acceptor reported, or None when none came within `timeout` of
+        sending (not of asking: several may be in flight)."""
+        remaining = max(0.0, self.sent + timeout - time.monotonic())
         try:
-            return self.waiter.status if self.waiter.event.wait(timeout) else None
+            return self.waiter.status if self.waiter.event.wait(remaining) else None
         finally:
             self.worker.forget_suboperation(self.sub_id)
 

@@ -55,6 +55,8 @@ SOP_CLASS_NOT_SUPPORTED = 0x0122
 PROCESSING_FAILURE = 0x0110
 #: Streamed data sets go to the dispatcher in pieces of about this size.
 STREAM_CHUNK = 1 << 20
+#: How long a C-GET sub-operation waits for its C-STORE-RSP when no DIMSE timeout is set.
+SUBOPERATION_RESPONSE_TIMEOUT = 60.0
 
 
 @dataclass
@@ -750,8 +752,13 @@ class ServerAssociation(Connection):
         sop_instance_uid: str,
         transfer_syntax: str,
         dataset: bytes,
+        deadline: float | None = None,
     ) -> int:
-        """C-GET sub-operation: C-STORE-RQ on this association, wait for the C-STORE-RSP."""
+        """C-GET sub-operation: C-STORE-RQ on this association, wait for the C-STORE-RSP.
+
+        A peer that does not answer within the DIMSE timeout (SUBOPERATION_RESPONSE_TIMEOUT
+        when none is set) gets an A-ABORT: the sub-operations queued behind it fail at once
+        instead of reaching the peer after the C-GET ended."""
         context_id = next(
             (
                 context.context_id
@@ -770,6 +777,8 @@ class ServerAssociation(Connection):
             await self.drain()
             if self.transport is None or self.transport.is_closing():
                 return 0xA702  # the association went away while we waited to write
+            if deadline is not None and self.loop.time() >= deadline:
+                return 0xA702  # its requester gave up while it waited for its turn
             message_id = next(self._suboperation_ids) & 0xFFFF or next(self._suboperation_ids)
             future: asyncio.Future[int] = self.loop.create_future()
             self._suboperations[message_id] = future
@@ -782,8 +791,22 @@ class ServerAssociation(Connection):
                 ),
                 dataset,
             )
-            timeout = self.settings.dimse_timeout
-            return await asyncio.wait_for(future, timeout) if timeout else await future
+            timeout = self.settings.dimse_timeout or SUBOPERATION_RESPONSE_TIMEOUT
+            try:
+                return await asyncio.wait_for(future, timeout)
+            except TimeoutError:
+                self._give_up_suboperation(message_id, f"timeout ({timeout:g} s)")
+                return 0xA702
+            except asyncio.CancelledError:  # whoever waited for it stopped waiting
+                self._give_up_suboperation(message_id, "timeout (its requester gave up)")
+                raise
+
+    def _give_up_suboperation(self, message_id: int, why: str) -> None:
+        """A C-STORE-RQ stays unanswered: end the association rather than send the next one
+        while it is outstanding (and after the C-GET may have ended)."""
+        self._suboperations.pop(message_id, None)
+        if self.transport is not None and not self.transport.is_closing():
+            self.abort(f"C-STORE sub-operation response {why}")
 
     async def send_event_report(
         self,

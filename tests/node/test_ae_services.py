@@ -363,6 +363,41 @@ def test_c_get_sub_operations_reach_the_requestor_one_at_a_time_in_order(make_ae
     assert sorted(order) == sorted(str(ds.SOPInstanceUID) for ds in archive)
 
 
+def test_a_c_get_sub_operation_left_unanswered_aborts_the_association(make_ae, caplog):
+    # The requestor takes longer than the DIMSE timeout to answer a C-STORE-RQ: the acceptor
+    # aborts instead of sending the next sub-operations after the C-GET has given up.
+    archive = [make_dataset(1, 1, 1, i) for i in range(1, 4)]
+
+    def on_c_get(ds, context, info):
+        yield len(archive)
+        for item in archive:
+            yield 0xFF00, item
+
+    scp = _scp(make_ae, on_c_get=on_c_get)
+    scp.dimse_timeout = 0.3
+    _started(scp)
+    stored: list[str] = []
+    scu, roles = _get_scu(make_ae, [])
+
+    def on_c_store(ds, context, info):
+        stored.append(str(ds.SOPInstanceUID))
+        time.sleep(1.0)  # far past the acceptor's DIMSE timeout
+        return 0x0000
+
+    scu.on_c_store = on_c_store
+    association = _associate(scu, scp, ext_neg=roles)
+    query = Dataset()
+    query.QueryRetrieveLevel = "PATIENT"
+    with caplog.at_level("INFO"):
+        list(association.send_c_get(query))
+        for _ in range(100):
+            if association.is_aborted:
+                break
+            time.sleep(0.02)
+    assert association.is_aborted
+    assert stored == [str(archive[0].SOPInstanceUID)]  # nothing sent after the silent one
+
+
 def test_c_get_partial_failure_is_warning_with_failed_list(make_ae):
     archive = [make_dataset(1, 1, 1, i) for i in range(1, 4)]
     failing = str(archive[1].SOPInstanceUID)

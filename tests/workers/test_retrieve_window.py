@@ -273,3 +273,29 @@ def test_sub_operations_in_flight_are_answered_before_an_error_leaves():
         run_get(channel, instances(5))
     assert channel.outstanding == 0
     assert [r.number_of_completed_suboperations for r, _, _ in channel.responses] == [1, 2]
+
+
+def test_a_remote_sub_operation_times_out_from_when_it_was_sent():
+    # several are in flight: the last one's wait counts from its send, not from when the
+    # handler gets round to asking for it
+    import time
+
+    from workers.runtime import _RemoteSubOperation, _Waiter
+
+    forgotten: list[int] = []
+
+    class Worker:
+        def forget_suboperation(self, sub_id: int) -> None:
+            forgotten.append(sub_id)
+
+    pending = _RemoteSubOperation(Worker(), 5, _Waiter(), "1.2.3")  # type: ignore[arg-type]
+    pending.sent -= 10.0  # sent 10 s ago
+    started = time.monotonic()
+    assert pending.status(timeout=10.0) is None
+    assert time.monotonic() - started < 1.0
+    assert forgotten == [5]
+    answered = _RemoteSubOperation(Worker(), 6, _Waiter(), "1.2.4")  # type: ignore[arg-type]
+    answered.waiter.status = 0x0000
+    answered.waiter.event.set()
+    assert answered.done()
+    assert answered.result() == 0x0000
