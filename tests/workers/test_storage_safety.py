@@ -256,7 +256,32 @@ def test_a_series_directory_removed_behind_the_store_is_made_again(tmp_path):
     assert [p.name for p in directory.iterdir()] == [again.path.name]  # no temporary left
 
 
-def test_a_short_write_is_completed(tmp_path, monkeypatch):
+def test_a_streamed_object_is_adopted_into_a_series_directory_removed_behind_the_store(tmp_path):
+    from workers.store.files import FileStore
+    from workers.store.spool import Spool
+
+    files = FileStore(tmp_path, fsync=True)
+    uids = (GOOD_STUDY, GOOD_SERIES)
+    first = files.store(
+        CT_IMAGE_STORAGE,
+        GOOD_SOP,
+        ExplicitVRLittleEndian,
+        b"\x08\x00",
+        "",
+        study_and_series_uids=uids,
+    )
+    first.path.unlink()
+    first.path.parent.rmdir()  # remembered by the store, gone from the disk
+    data = raw_dataset(GOOD_SOP + ".3", GOOD_STUDY, GOOD_SERIES, ExplicitVRLittleEndian)
+    spool = Spool(files.spool_directory, CT_IMAGE_STORAGE, GOOD_SOP + ".3", ExplicitVRLittleEndian)
+    spool.write(data)
+    adopted = files.adopt(spool.close(), GOOD_SOP + ".3", ExplicitVRLittleEndian, len(spool.header))
+    assert adopted.path.parent == first.path.parent
+    assert read_part10(str(adopted.path)).data == data
+
+
+@pytest.mark.parametrize("taken", [3, 1000])  # inside the file meta / inside the data set
+def test_a_short_write_is_completed(tmp_path, monkeypatch, taken):
     import os
 
     from workers.store import files as module
@@ -264,7 +289,8 @@ def test_a_short_write_is_completed(tmp_path, monkeypatch):
     real_writev = os.writev
 
     def short_writev(descriptor, buffers):
-        return real_writev(descriptor, [bytes(buffers[0])[:3]])  # the kernel took 3 bytes
+        joined = b"".join(bytes(b) for b in buffers)
+        return real_writev(descriptor, [joined[:taken]])  # the kernel took `taken` bytes
 
     monkeypatch.setattr(os, "writev", short_writev)
     store = module.FileStore(tmp_path, fsync=False)

@@ -12,6 +12,7 @@ import itertools
 import os
 import re
 import struct
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final
@@ -138,21 +139,39 @@ class StoredObject:
     replaced: bool
 
 
-#: Numbers for temporary names, unique within the process (next() is atomic under the GIL).
+#: Numbers for temporary names, unique within the process (next() is atomic under the GIL),
+#: after a random token: processes on several hosts (all PID 1 in containers) may share the
+#: data directory.
 _WRITES: Final = itertools.count(1)
+_TOKEN = uuid.uuid4().hex[:12]
+
+
+def _new_token() -> None:
+    global _TOKEN  # a forked child must not reuse its parent's names
+    _TOKEN = uuid.uuid4().hex[:12]
+
+
+os.register_at_fork(after_in_child=_new_token)
 #: Series directories remembered per store before the memory starts over.
 _KNOWN_DIRECTORIES: Final = 4096
 
 
+#: A temporary file is always a new one: O_EXCL, so two writers can never share it.
+_CREATE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+
+
 def _write_all(descriptor: int, header: bytes, dataset: bytes) -> None:
     """Write the file meta and the data set with one system call when the kernel takes it
-    all (it does for regular files), looping otherwise."""
+    all (it does for regular files below 2 GiB), then what is left, without copying."""
     written = os.writev(descriptor, [header, dataset])
-    if written == len(header) + len(dataset):
-        return
-    rest = memoryview(header + bytes(dataset))[written:]
-    while rest:
-        rest = rest[os.write(descriptor, rest) :]
+    for part in (memoryview(header), memoryview(dataset)):
+        if written >= len(part):
+            written -= len(part)
+            continue
+        rest = part[written:]
+        written = 0
+        while rest:
+            rest = rest[os.write(descriptor, rest) :]
 
 
 class FileStore:
@@ -212,15 +231,15 @@ class FileStore:
             self.implementation_version_name,
             source_ae_title,
         )
-        # unique per write: several threads of one process may store the same SOP instance
-        temporary = f"{directory}/.{path.name}.{os.getpid()}.{next(_WRITES)}.tmp"
+        # unique per write: several threads and processes may store the same SOP instance
+        temporary = f"{directory}/.{path.name}.{_TOKEN}.{next(_WRITES)}.tmp"
         replaced = os.path.exists(path)
         try:
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            descriptor = os.open(temporary, _CREATE, 0o644)
         except FileNotFoundError:  # the directory went away since we made it: again
             self._directories.discard(directory)
             created = self._make_directory(directory)
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            descriptor = os.open(temporary, _CREATE, 0o644)
         try:
             try:
                 _write_all(descriptor, header, dataset)
@@ -259,7 +278,14 @@ class FileStore:
                 os.fsync(descriptor)
             finally:
                 os.close(descriptor)
-        os.replace(spool, path)
+        try:
+            os.replace(spool, path)
+        except FileNotFoundError:
+            if not spool.exists():
+                raise
+            self._directories.discard(directory)  # it went away since we made it: again
+            created = self._make_directory(directory)
+            os.replace(spool, path)
         if self.fsync:
             self._fsync_directory(directory)
             if created:

@@ -362,10 +362,12 @@ class Index:
         parent_column = PARENT_COLUMN.get(level)
         names = [name for name in values if name != unique]
         selected = ["id", parent_column or "NULL", *names]
-        row = cursor.execute(
-            self._sql(f"SELECT {', '.join(selected)} FROM {table} WHERE {unique} = ?"),  # noqa: S608
-            (values[unique],),
-        ).fetchone()
+        sql = f"SELECT {', '.join(selected)} FROM {table} WHERE {unique} = ?"  # noqa: S608
+        if self.dialect.name == "postgresql":
+            # keep the row until commit, as the upsert's lock did: another worker's prune
+            # cannot delete it under this instance (SQLite transactions are IMMEDIATE already)
+            sql += " FOR KEY SHARE"
+        row = cursor.execute(self._sql(sql), (values[unique],)).fetchone()
         old_parent = None if row is None or row[1] is None else int(row[1])
         # unchanged: the upsert would keep every stored value (an empty new one keeps it too)
         if (
