@@ -304,3 +304,35 @@ def test_a_short_write_is_completed(tmp_path, monkeypatch, taken):
         study_and_series_uids=(GOOD_STUDY, GOOD_SERIES),
     )
     assert read_part10(str(stored.path)).data == data
+
+
+def test_a_series_directory_first_seen_has_its_entry_made_durable(tmp_path, monkeypatch):
+    # Another process (or thread) made the directory and may not have fsynced its parents
+    # yet: the first store here does it before relying on the directory.
+    from workers.store.files import FileStore
+
+    synced: list[str] = []
+    monkeypatch.setattr(
+        FileStore, "_fsync_directory", staticmethod(lambda d: synced.append(d.name))
+    )
+    uids = (GOOD_STUDY, GOOD_SERIES)
+    FileStore(tmp_path).store(
+        CT_IMAGE_STORAGE,
+        GOOD_SOP,
+        ExplicitVRLittleEndian,
+        b"\x08\x00",
+        "",
+        study_and_series_uids=uids,
+    )
+    synced.clear()
+    other = FileStore(tmp_path)  # the directory exists already
+    for number in (2, 3):
+        other.store(
+            CT_IMAGE_STORAGE,
+            f"{GOOD_SOP}.{number}",
+            ExplicitVRLittleEndian,
+            b"\x08\x00",
+            "",
+            study_and_series_uids=uids,
+        )
+    assert synced == [GOOD_STUDY, "objects", GOOD_SERIES, GOOD_SERIES]

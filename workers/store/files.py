@@ -222,7 +222,7 @@ class FileStore:
         study, series = study_and_series_uids or study_and_series(dataset, transfer_syntax)
         path = self.path_for(study, series, sop_instance_uid)
         directory = path.parent
-        created = self._make_directory(directory)
+        self._make_directory(directory)
         header = file_meta(
             sop_class_uid,
             sop_instance_uid,
@@ -238,7 +238,7 @@ class FileStore:
             descriptor = os.open(temporary, _CREATE, 0o644)
         except FileNotFoundError:  # the directory went away since we made it: again
             self._directories.discard(directory)
-            created = self._make_directory(directory)
+            self._make_directory(directory)
             descriptor = os.open(temporary, _CREATE, 0o644)
         try:
             try:
@@ -254,9 +254,6 @@ class FileStore:
             raise
         if self.fsync:
             self._fsync_directory(directory)
-            if created:
-                self._fsync_directory(directory.parent)
-                self._fsync_directory(directory.parent.parent)
         return StoredObject(path, study, series, replaced)
 
     def adopt(
@@ -270,7 +267,7 @@ class FileStore:
             study, series = study_and_series(handle, transfer_syntax)
         path = self.path_for(study, series, sop_instance_uid)
         directory = path.parent
-        created = self._make_directory(directory)
+        self._make_directory(directory)
         replaced = path.exists()
         if self.fsync:
             descriptor = os.open(spool, os.O_RDONLY)
@@ -284,26 +281,26 @@ class FileStore:
             if not spool.exists():
                 raise
             self._directories.discard(directory)  # it went away since we made it: again
-            created = self._make_directory(directory)
+            self._make_directory(directory)
             os.replace(spool, path)
         if self.fsync:
             self._fsync_directory(directory)
-            if created:
-                self._fsync_directory(directory.parent)
-                self._fsync_directory(directory.parent.parent)
         return StoredObject(path, study, series, replaced)
 
-    def _make_directory(self, directory: Path) -> bool:
-        """Make `directory` (and its parents) unless this store made or saw it already;
-        True when it did not exist before (its parents then need an fsync)."""
+    def _make_directory(self, directory: Path) -> None:
+        """Make the series `directory` (and its study directory) and, the first time this
+        store sees it, make their entries durable (fsync of the study and objects
+        directories) before remembering it: a thread that finds it remembered may rely on
+        that, even while another thread is still writing the first file into it."""
         if directory in self._directories:
-            return False
-        created = not directory.exists()
+            return
         directory.mkdir(parents=True, exist_ok=True)
+        if self.fsync:  # made here or by another thread or process: durable either way
+            self._fsync_directory(directory.parent)
+            self._fsync_directory(directory.parent.parent)
         if len(self._directories) >= _KNOWN_DIRECTORIES:
             self._directories.clear()
         self._directories.add(directory)
-        return created
 
     @property
     def spool_directory(self) -> Path:
