@@ -373,8 +373,13 @@ def test_c_get_counts_an_unreadable_file_as_failed(archive):
     )
     (first, _) = archive.index.instances(parse_identifier(ds, STUDY_GET, retrieve=True))
     first.path.write_bytes(b"garbage")
-    final = get(archive, ds).final
+    channel = get(archive, ds)
+    final = channel.final
     assert (final.status, final.number_of_completed_suboperations) == (0xB000, 1)
+    failed_list = channel.responses[-1][1]
+    assert failed_list is not None
+    failed = decode_dataset(failed_list, ExplicitVRLittleEndian).FailedSOPInstanceUIDList
+    assert failed == first.sop_instance_uid  # listed by its UID, not as an empty value
 
 
 def test_c_get_with_a_bad_identifier(archive):

@@ -20,6 +20,7 @@ from pydicom.dataset import Dataset
 
 from node import evt
 from node.dicomio import Part10, read_part10, status_dataset
+from workers.handlers.retrieve import Unavailable
 from workers.store.matching import (
     MODELS,
     QUERY_RETRIEVE_LEVEL,
@@ -142,7 +143,7 @@ class QueryRetrieveSCP:
         else:
             yield self.index.count_instances(query)
             for stored in self.index.instances(query):
-                yield PENDING, _read(stored.path)
+                yield PENDING, _read(stored.path) or Unavailable(stored.sop_instance_uid)
 
     def on_c_get(
         self, identifier: Dataset, context: PresentationContextInfo, info: dict[str, Any]

@@ -128,6 +128,15 @@ def _final_status(counts: Counts) -> StatusResult:
 SUBOPERATION_WINDOW = 4
 SUBOPERATION_WINDOW_BYTES = 32 << 20
 
+
+@dataclass(frozen=True)
+class Unavailable:
+    """What a retrieve generator may yield instead of a data set it cannot provide (e.g. an
+    unreadable stored file): a failed sub-operation, listed by its SOP Instance UID."""
+
+    sop_instance_uid: str
+
+
 #: What a store function gives back: the status, or a sub-operation still running.
 Outcome: TypeAlias = "int | SubOperation"
 
@@ -231,6 +240,9 @@ def _hand_over(
             return failure(on_error, f"invalid yield: {error}")
         if classify(status.status) is not StatusCategory.PENDING:
             return status
+        if isinstance(dataset, Unavailable):
+            in_flight.add(0xC000, dataset.sop_instance_uid, 0)
+            continue
         if not isinstance(dataset, Dataset | Part10):
             in_flight.add(0xC000, "", 0)
             continue
