@@ -15,6 +15,7 @@ from node.dicomio import Part10, encode_dataset, read_part10
 from node.dimse.status import StatusCategory, classify
 from tests.synthetic import CT_IMAGE_STORAGE, ROOT, make_dataset
 from tests.workers.network import archive, modality
+from workers.store.files import FileStore, StoredObject
 from workers.store.index import IndexedFileStore
 
 if TYPE_CHECKING:
@@ -228,48 +229,35 @@ def test_a_data_set_of_another_sop_class_is_refused_with_a900(store):
     assert files_under(store.root) == before  # nothing written
 
 
-def test_a_series_directory_removed_behind_the_store_is_made_again(tmp_path):
-    from workers.store.files import FileStore
-
-    files = FileStore(tmp_path, fsync=True)
-    first = files.store(
+def put(files: FileStore, sop_instance: str, data: bytes = b"\x08\x00") -> StoredObject:
+    """Store `data` as one CT object of the good study and series."""
+    return files.store(
         CT_IMAGE_STORAGE,
-        GOOD_SOP,
+        sop_instance,
         ExplicitVRLittleEndian,
-        b"\x08\x00",
+        data,
         "",
         study_and_series_uids=(GOOD_STUDY, GOOD_SERIES),
     )
+
+
+def test_a_series_directory_removed_behind_the_store_is_made_again(tmp_path):
+    files = FileStore(tmp_path, fsync=True)
+    first = put(files, GOOD_SOP)
     directory = first.path.parent
     first.path.unlink()
     directory.rmdir()  # the store remembers it made this directory
-    again = files.store(
-        CT_IMAGE_STORAGE,
-        GOOD_SOP + ".2",
-        ExplicitVRLittleEndian,
-        b"\x08\x00",
-        "",
-        study_and_series_uids=(GOOD_STUDY, GOOD_SERIES),
-    )
+    again = put(files, GOOD_SOP + ".2")
     assert again.path.parent == directory
     assert again.path.read_bytes().endswith(b"\x08\x00")
     assert [p.name for p in directory.iterdir()] == [again.path.name]  # no temporary left
 
 
 def test_a_streamed_object_is_adopted_into_a_series_directory_removed_behind_the_store(tmp_path):
-    from workers.store.files import FileStore
     from workers.store.spool import Spool
 
     files = FileStore(tmp_path, fsync=True)
-    uids = (GOOD_STUDY, GOOD_SERIES)
-    first = files.store(
-        CT_IMAGE_STORAGE,
-        GOOD_SOP,
-        ExplicitVRLittleEndian,
-        b"\x08\x00",
-        "",
-        study_and_series_uids=uids,
-    )
+    first = put(files, GOOD_SOP)
     first.path.unlink()
     first.path.parent.rmdir()  # remembered by the store, gone from the disk
     data = raw_dataset(GOOD_SOP + ".3", GOOD_STUDY, GOOD_SERIES, ExplicitVRLittleEndian)
@@ -284,8 +272,6 @@ def test_a_streamed_object_is_adopted_into_a_series_directory_removed_behind_the
 def test_a_short_write_is_completed(tmp_path, monkeypatch, taken):
     import os
 
-    from workers.store import files as module
-
     real_writev = os.writev
 
     def short_writev(descriptor, buffers):
@@ -293,46 +279,22 @@ def test_a_short_write_is_completed(tmp_path, monkeypatch, taken):
         return real_writev(descriptor, [joined[:taken]])  # the kernel took `taken` bytes
 
     monkeypatch.setattr(os, "writev", short_writev)
-    store = module.FileStore(tmp_path, fsync=False)
+    store = FileStore(tmp_path, fsync=False)
     data = bytes(range(256)) * 40
-    stored = store.store(
-        CT_IMAGE_STORAGE,
-        GOOD_SOP,
-        ExplicitVRLittleEndian,
-        data,
-        "",
-        study_and_series_uids=(GOOD_STUDY, GOOD_SERIES),
-    )
+    stored = put(store, GOOD_SOP, data)
     assert read_part10(str(stored.path)).data == data
 
 
 def test_a_series_directory_first_seen_has_its_entry_made_durable(tmp_path, monkeypatch):
     # Another process (or thread) made the directory and may not have fsynced its parents
     # yet: the first store here does it before relying on the directory.
-    from workers.store.files import FileStore
-
     synced: list[str] = []
     monkeypatch.setattr(
         FileStore, "_fsync_directory", staticmethod(lambda d: synced.append(d.name))
     )
-    uids = (GOOD_STUDY, GOOD_SERIES)
-    FileStore(tmp_path).store(
-        CT_IMAGE_STORAGE,
-        GOOD_SOP,
-        ExplicitVRLittleEndian,
-        b"\x08\x00",
-        "",
-        study_and_series_uids=uids,
-    )
+    put(FileStore(tmp_path), GOOD_SOP)
     synced.clear()
     other = FileStore(tmp_path)  # the directory exists already
     for number in (2, 3):
-        other.store(
-            CT_IMAGE_STORAGE,
-            f"{GOOD_SOP}.{number}",
-            ExplicitVRLittleEndian,
-            b"\x08\x00",
-            "",
-            study_and_series_uids=uids,
-        )
+        put(other, f"{GOOD_SOP}.{number}")
     assert synced == [GOOD_STUDY, "objects", GOOD_SERIES, GOOD_SERIES]
