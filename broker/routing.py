@@ -452,18 +452,17 @@ class BrokerState:
     def _on_reply(
         self, worker: _Worker, envelope: wire.Envelope, parts: tuple[Part, ...], now: float
     ) -> list[Action]:
-        key = _request_key(envelope)
         final = envelope["kind"] == wire.ERROR or envelope["final"]
         if not isinstance(final, bool):
             raise wire.WireError("final is not a boolean")
-        request = self._in_flight.get(key)
-        if request is None or request.worker != worker.identity:
-            return [self._fault("stale_reply", worker.identity, f"no request {key} in flight")]
+        request = self._worker_request(worker, envelope)
+        if isinstance(request, Fault):
+            return [request]
         self.counters["replies"] += 1
         actions: list[Action] = [SendToAcceptor(request.acceptor, parts, envelope["kind"])]
         if final:
-            del self._in_flight[key]
-            del worker.requests[key]
+            del self._in_flight[request.key]
+            del worker.requests[request.key]
             if not worker.draining:
                 worker.credits += 1
             self._refresh(worker)
@@ -473,10 +472,9 @@ class BrokerState:
     def _on_suboperation(
         self, worker: _Worker, envelope: wire.Envelope, parts: tuple[Part, ...]
     ) -> list[Action]:
-        key = _request_key(envelope)
-        request = self._in_flight.get(key)
-        if request is None or request.worker != worker.identity:
-            return [self._fault("stale_reply", worker.identity, f"no request {key} in flight")]
+        request = self._worker_request(worker, envelope)
+        if isinstance(request, Fault):
+            return [request]
         packed = _repack(envelope, worker=worker.name)
         return [SendToAcceptor(request.acceptor, (packed, *parts[1:]), wire.SUBOPERATION)]
 
@@ -497,11 +495,18 @@ class BrokerState:
     def _on_chunk_ack(
         self, worker: _Worker, envelope: wire.Envelope, parts: tuple[Part, ...]
     ) -> list[Action]:
+        request = self._worker_request(worker, envelope)
+        if isinstance(request, Fault):
+            return [request]
+        return [SendToAcceptor(request.acceptor, parts, wire.CHUNK_ACK)]
+
+    def _worker_request(self, worker: _Worker, envelope: wire.Envelope) -> _Request | Fault:
+        """The in-flight request a worker's message is about, or a stale_reply fault."""
         key = _request_key(envelope)
         request = self._in_flight.get(key)
         if request is None or request.worker != worker.identity:
-            return [self._fault("stale_reply", worker.identity, f"no request {key} in flight")]
-        return [SendToAcceptor(request.acceptor, parts, wire.CHUNK_ACK)]
+            return self._fault("stale_reply", worker.identity, f"no request {key} in flight")
+        return request
 
     # -- routing --------------------------------------------------------------------------
 

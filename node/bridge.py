@@ -408,18 +408,7 @@ class ZmqDispatcher:
                 )
             except Exception as error:  # noqa: BLE001 - not delivered: the worker falls back
                 log.warning("N-EVENT-REPORT on association failed: %s", error)
-        self.send_frames(
-            [
-                b"",
-                wire.pack_envelope(
-                    wire.SUBOPERATION_STATUS,
-                    worker=envelope.get("worker", ""),
-                    sub_id=envelope["sub_id"],
-                    status=-1 if status is None else status,
-                    acceptor=self.acceptor_id,
-                ),
-            ]
-        )
+        self._suboperation_status(envelope, -1 if status is None else status)
 
     async def _heartbeat_loop(self) -> None:
         interval = self.heartbeat_interval

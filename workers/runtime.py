@@ -146,12 +146,6 @@ class WorkerChannel:
             raise
         return _RemoteSubOperation(self.worker, sub_id, waiter, str(fields.get("sop_instance", "")))
 
-    def _round_trip(self, kind: str, dataset: bytes, **fields: object) -> int | None:
-        """Send `kind` through the acceptor and wait for its suboperation_status; None on
-        timeout."""
-        pending = self._send_suboperation(kind, dataset, **fields)
-        return pending.status(SUBOPERATION_TIMEOUT)
-
     def is_cancelled(self) -> bool:
         return self.cancelled.is_set()
 
@@ -161,7 +155,7 @@ class WorkerChannel:
         """N-EVENT-REPORT on the requesting association through its acceptor (wire kind
         event_report); None when the acceptor says it is gone or does not answer in time."""
         envelope = self.envelope
-        status = self._round_trip(
+        status = self._send_suboperation(
             wire.EVENT_REPORT,
             dataset or b"",
             acceptor=envelope["acceptor"],
@@ -171,7 +165,7 @@ class WorkerChannel:
             sop_class=sop_class_uid,
             sop_instance=sop_instance_uid,
             ts_uid=envelope["ts_uid"],
-        )
+        ).status(SUBOPERATION_TIMEOUT)
         return status if status is not None and status >= 0 else None
 
 

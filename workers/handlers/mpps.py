@@ -24,6 +24,8 @@ from workers.store.mpps import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from node.dispatch import Channel, ServiceRequest
     from workers.handlers.common import Handlers
 
@@ -70,33 +72,42 @@ def handle_mpps_create(request: ServiceRequest, channel: Channel, handlers: Hand
     """N-CREATE of a Modality Performed Procedure Step (PS3.4 F.7.2.1)."""
     command = request.command
     instance = getattr(command, "affected_sop_instance_uid", None) or f"2.25.{uuid.uuid4().int}"
-    fields: dict[str, Any] = {"status": 0x0000}
-    try:
-        _store(handlers).create(_checked_instance(instance), decoded_dataset(request))
-    except Exception as error:  # noqa: BLE001 - MppsError or any database/data set failure
-        fields = _refusal(error)
-    channel.respond(
-        NCreateRSP(
-            message_id_being_responded_to=request.message_id,
-            affected_sop_class_uid=request.abstract_syntax,
-            affected_sop_instance_uid=instance,
-            **fields,
-        ),
-        None,
-        True,
+    _answer(
+        request,
+        channel,
+        NCreateRSP,
+        instance,
+        lambda: _store(handlers).create(_checked_instance(instance), decoded_dataset(request)),
     )
 
 
 def handle_mpps_set(request: ServiceRequest, channel: Channel, handlers: Handlers) -> None:
     """N-SET of a Modality Performed Procedure Step (PS3.4 F.7.2.2)."""
     instance = str(getattr(request.command, "requested_sop_instance_uid", ""))
+    _answer(
+        request,
+        channel,
+        NSetRSP,
+        instance,
+        lambda: _store(handlers).update(instance, decoded_dataset(request)),
+    )
+
+
+def _answer(
+    request: ServiceRequest,
+    channel: Channel,
+    response: type[NCreateRSP | NSetRSP],
+    instance: str,
+    action: Callable[[], object],
+) -> None:
+    """Carry out `action` and answer with its status: success, or the refusal it raised."""
     fields: dict[str, Any] = {"status": 0x0000}
     try:
-        _store(handlers).update(instance, decoded_dataset(request))
+        action()
     except Exception as error:  # noqa: BLE001 - MppsError or any database/data set failure
         fields = _refusal(error)
     channel.respond(
-        NSetRSP(
+        response(
             message_id_being_responded_to=request.message_id,
             affected_sop_class_uid=request.abstract_syntax,
             affected_sop_instance_uid=instance,

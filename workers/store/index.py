@@ -48,7 +48,9 @@ from workers.store.schema import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
+
+    from workers.store.matching import Select
 
 log = logging.getLogger("dicomnode.index")
 
@@ -168,6 +170,7 @@ class Index:
         self._group_lock = threading.Lock()
         self._group: list[_PendingRow] = []
         self._committing = False
+        self._statements: dict[tuple[str, Level, tuple[str, ...]], str] = {}
         self._create_schema()
 
     @classmethod
@@ -329,12 +332,18 @@ class Index:
         self, cursor: Cursor, level: Level, values: dict[str, str], parent: int | None
     ) -> int:
         """Insert or update one entity by its unique key; returns its id."""
-        table = TABLES[level]
-        unique = UNIQUE_KEYS[level].column
         columns = dict(values)
         if parent is not None:
             columns[PARENT_COLUMN[level]] = str(parent)
-        names = list(columns)
+        names = tuple(columns)
+        sql = self._statement("upsert", level, names, lambda: self._upsert_sql(level, names))
+        row = cursor.execute(sql, [columns[name] for name in names]).fetchone()
+        return int(row[0])
+
+    @staticmethod
+    def _upsert_sql(level: Level, names: tuple[str, ...]) -> str:
+        table = TABLES[level]
+        unique = UNIQUE_KEYS[level].column
         updates = [
             f"{name} = excluded.{name}"  # a number (the file size): always the new one
             if name == "size"
@@ -342,15 +351,23 @@ class Index:
             for name in names
             if name != unique and name != PARENT_COLUMN.get(level)
         ]
-        if parent is not None:
+        if PARENT_COLUMN.get(level) in names:
             updates.append(f"{PARENT_COLUMN[level]} = excluded.{PARENT_COLUMN[level]}")
-        sql = (
+        return (
             f"INSERT INTO {table} ({', '.join(names)}) "  # noqa: S608 - schema names only
             f"VALUES ({', '.join('?' for _ in names)}) "
             f"ON CONFLICT ({unique}) DO UPDATE SET {', '.join(updates)} RETURNING id"
         )
-        row = cursor.execute(self._sql(sql), [columns[name] for name in names]).fetchone()
-        return int(row[0])
+
+    def _statement(
+        self, kind: str, level: Level, names: tuple[str, ...], build: Callable[[], str]
+    ) -> str:
+        """The SQL of a per-row statement, built once per shape (not per stored object)."""
+        key = (kind, level, names)
+        sql = self._statements.get(key)
+        if sql is None:
+            sql = self._statements[key] = self._sql(build())
+        return sql
 
     def _ensure(
         self, cursor: Cursor, level: Level, values: dict[str, str], parent: int | None
@@ -358,16 +375,10 @@ class Index:
         """(id, parent before this call) of one entity, upserted only when the row is missing
         or this record changes it: the patient, study and series of the previous instance are
         read, not rewritten (fewer statements, fewer pages in the journal)."""
-        table, unique = TABLES[level], UNIQUE_KEYS[level].column
-        parent_column = PARENT_COLUMN.get(level)
-        names = [name for name in values if name != unique]
-        selected = ["id", parent_column or "NULL", *names]
-        sql = f"SELECT {', '.join(selected)} FROM {table} WHERE {unique} = ?"  # noqa: S608
-        if self.dialect.name == "postgresql":
-            # keep the row until commit, as the upsert's lock did: another worker's prune
-            # cannot delete it under this instance (SQLite transactions are IMMEDIATE already)
-            sql += " FOR KEY SHARE"
-        row = cursor.execute(self._sql(sql), (values[unique],)).fetchone()
+        unique = UNIQUE_KEYS[level].column
+        names = tuple(name for name in values if name != unique)
+        sql = self._statement("read", level, names, lambda: self._read_sql(level, names))
+        row = cursor.execute(sql, (values[unique],)).fetchone()
         old_parent = None if row is None or row[1] is None else int(row[1])
         # unchanged: the upsert would keep every stored value (an empty new one keeps it too)
         if (
@@ -379,6 +390,16 @@ class Index:
         ):
             return int(row[0]), old_parent
         return self._upsert(cursor, level, values, parent), old_parent
+
+    def _read_sql(self, level: Level, names: tuple[str, ...]) -> str:
+        table, unique = TABLES[level], UNIQUE_KEYS[level].column
+        selected = ["id", PARENT_COLUMN.get(level) or "NULL", *names]
+        sql = f"SELECT {', '.join(selected)} FROM {table} WHERE {unique} = ?"  # noqa: S608
+        if self.dialect.name == "postgresql":
+            # keep the row until commit, as the upsert's lock did: another worker's prune
+            # cannot delete it under this instance (SQLite transactions are IMMEDIATE already)
+            sql += " FOR KEY SHARE"
+        return sql
 
     def _add(self, cursor: Cursor, record: InstanceRecord) -> tuple[bool, str | None]:
         old = cursor.execute(
@@ -446,15 +467,11 @@ class Index:
         """The entities matching a C-FIND query (PS3.4 C.4.1.3.1), one dict keyword -> value
         per match, read a page at a time so that any number of matches streams in bounded
         memory."""
-        after = 0
-        while True:
-            select = select_matches(query, self.dialect, after=after, limit=page_size)
-            rows = self.backend.fetch(select.sql, select.params)
-            for row in rows:
-                yield dict(zip(select.names, row[1:], strict=True))
-            if len(rows) < page_size:
-                return
-            after = int(rows[-1][0])
+        for select, row in self._pages(
+            lambda after: select_matches(query, self.dialect, after=after, limit=page_size),
+            page_size,
+        ):
+            yield dict(zip(select.names, row[1:], strict=True))
 
     def count_instances(self, query: Query) -> int:
         """How many instances a retrieve query names."""
@@ -464,12 +481,23 @@ class Index:
     def instances(self, query: Query, *, page_size: int = PAGE_SIZE) -> Iterator[StoredInstance]:
         """The instances a C-GET/C-MOVE identifier names (PS3.4 C.4.2.3.1), a page at a
         time."""
+        for _select, row in self._pages(
+            lambda after: select_instances(query, self.dialect, after=after, limit=page_size),
+            page_size,
+        ):
+            yield StoredInstance(row[1], row[2], row[3], self.root / row[4])
+
+    def _pages(
+        self, select_after: Callable[[int], Select], page_size: int
+    ) -> Iterator[tuple[Select, tuple[Any, ...]]]:
+        """Rows of a keyset-paged select (its first column is the id it pages by), a page of
+        `page_size` at a time."""
         after = 0
         while True:
-            select = select_instances(query, self.dialect, after=after, limit=page_size)
+            select = select_after(after)
             rows = self.backend.fetch(select.sql, select.params)
             for row in rows:
-                yield StoredInstance(row[1], row[2], row[3], self.root / row[4])
+                yield select, row
             if len(rows) < page_size:
                 return
             after = int(rows[-1][0])
