@@ -23,6 +23,7 @@ from node.dimse.commands import (
     NGetRSP,
     NSetRSP,
 )
+from node.dimse.status import Status
 from workers.handlers.basic import handle_c_echo, handle_c_store, handle_n_service
 from workers.handlers.commitment import STORAGE_COMMITMENT_PUSH, handle_commitment_action
 from workers.handlers.mpps import (
@@ -79,8 +80,8 @@ _EVENTS = {
     "on_n_get": evt.EVT_N_GET,
 }
 
-PROCESSING_FAILURE = 0x0110
-UNRECOGNIZED_OPERATION = 0x0211
+PROCESSING_FAILURE = Status.PROCESSING_FAILURE
+UNRECOGNIZED_OPERATION = Status.UNRECOGNIZED_OPERATION
 
 
 class _GuardedChannel:
@@ -172,9 +173,22 @@ def handle_request(request: ServiceRequest, channel: Channel, handlers: Handlers
     service = builtin_service(name, request.abstract_syntax, handlers) or SERVICES.get(name)
     guarded = _GuardedChannel(channel)
     handlers = with_builtin_query_retrieve(name, request.abstract_syntax, handlers)
-    if service is None:
+    if service is None:  # PS3.7 C.5.6: still one final response, never silence
         log.warning("no service for %s", name)
-        return
+        guarded.respond(
+            failure_response(request, UNRECOGNIZED_OPERATION, f"no service for {name}"), None, True
+        )
+    else:
+        _run(service, request, guarded, handlers)
+    if request.dataset_path is not None:  # a spool nobody adopted
+        Path(request.dataset_path).unlink(missing_ok=True)
+
+
+def _run(
+    service: ServiceHandler, request: ServiceRequest, guarded: _GuardedChannel, handlers: Handlers
+) -> None:
+    """Run one handler; a crash or a missing final response still ends with a 0110 answer."""
+    name = type(request.command).__name__
     try:
         service(request, guarded, handlers)
     except Exception as error:
@@ -191,5 +205,3 @@ def handle_request(request: ServiceRequest, channel: Channel, handlers: Handlers
             None,
             True,
         )
-    if request.dataset_path is not None:  # a spool nobody adopted
-        Path(request.dataset_path).unlink(missing_ok=True)
