@@ -13,7 +13,7 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 if TYPE_CHECKING:
     import argparse
@@ -57,14 +57,24 @@ class JsonFormatter(logging.Formatter):
             entry["exc"] = self.formatException(record.exc_info)
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(entry, default=str)
+        return json.dumps(entry, default=str)  # ensure_ascii: every control character as \uXXXX
+
+
+#: C0 controls, DEL and C1 controls as visible escapes: text from the wire (an AE title, an
+#: error comment) must never move the terminal's cursor or forge a log line.
+_CONTROL_ESCAPES: Final = {code: f"\\x{code:02x}" for code in [*range(0x20), *range(0x7F, 0xA0)]}
+
+
+def escape_controls(text: str) -> str:
+    """`text` with every control character written as \\xNN."""
+    return text.translate(_CONTROL_ESCAPES)
 
 
 def _text_value(value: Any) -> str:
     text = str(value)
     if not text or any(c.isspace() or c in "\"'=" for c in text):
-        return json.dumps(text)
-    return text
+        return escape_controls(json.dumps(text))
+    return escape_controls(text)
 
 
 class TextFormatter(logging.Formatter):
@@ -75,7 +85,7 @@ class TextFormatter(logging.Formatter):
         super().__init__(TEXT_FORMAT)
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
-        line = super().formatMessage(record)
+        line = escape_controls(super().formatMessage(record))
         pairs = [
             f"{key}={_text_value(v)}" for key, v in record_fields(record).items() if v is not None
         ]

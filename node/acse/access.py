@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
-from node.acse.contexts import validate_ae_title
+from node.acse.contexts import is_ae_title_text, validate_ae_title
 from node.ul.items import DICOM_APPLICATION_CONTEXT
 from node.ul.pdu import AssociateRJ, RejectReason, RejectResult, RejectSource
 
@@ -144,7 +144,7 @@ def check_association(
             "associations active",
         )
     calling = title_from_wire(request.calling_ae_title)
-    if not calling.isascii() or (
+    if not is_ae_title_text(calling) or (
         policy.require_calling_aet and calling not in policy.require_calling_aet
     ):
         return reject(
@@ -162,7 +162,7 @@ def check_association(
             refusal,
         )
     called = title_from_wire(request.called_ae_title)
-    if not called.isascii() or (policy.require_called_aet and called != policy.ae_title):
+    if not is_ae_title_text(called) or (policy.require_called_aet and called != policy.ae_title):
         return reject(
             RejectResult.PERMANENT,
             RejectSource.SERVICE_USER,

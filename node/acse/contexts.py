@@ -74,6 +74,12 @@ def validate_uid(value: str, what: str = "UID") -> str:
     return value
 
 
+def is_ae_title_text(value: str) -> bool:
+    """True when `value` holds only characters that VR AE allows (PS3.5 6.2): printable
+    ASCII other than backslash; no control character."""
+    return _AE_TITLE_CHARACTERS.fullmatch(value) is not None
+
+
 def validate_ae_title(value: str) -> str:
     """Check an AE title against PS3.5 6.2 (VR AE) and return it without the leading and
     trailing spaces, which are not significant.
@@ -83,7 +89,7 @@ def validate_ae_title(value: str) -> str:
     """
     if not 0 < len(value) <= 16:
         raise ValueError(f"AE title {value!r} must be 1 to 16 characters long")
-    if _AE_TITLE_CHARACTERS.fullmatch(value) is None:
+    if not is_ae_title_text(value):
         raise ValueError(
             f"AE title {value!r} may only hold printable ASCII characters other than backslash"
         )

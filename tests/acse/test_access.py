@@ -3,6 +3,7 @@ calling AE title, a required user identity (PS3.8 9.3.4 Table 9-21, PS3.7 D.3.3.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 
@@ -197,3 +198,29 @@ def test_required_user_identity():
     accepted = negotiate(make_request(user_identity=identity), policy)
     assert isinstance(accepted, Acceptance)
     assert accepted.user_identity == identity
+
+
+CALLED_NOT_RECOGNIZED = AssociateRJ(
+    RejectResult.PERMANENT, RejectSource.SERVICE_USER, RejectReason.CALLED_AE_NOT_RECOGNIZED
+)
+
+
+@pytest.mark.parametrize("title", ["A\x00\x01\x02\x1b[2J", "BAD\\TITLE", "TAB\tTITLE", "DEL\x7f"])
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [("calling_ae_title", CALLING_NOT_RECOGNIZED), ("called_ae_title", CALLED_NOT_RECOGNIZED)],
+)
+def test_titles_with_control_characters_or_backslash_are_rejected(title, field, expected):
+    """PS3.5 6.2: VR AE holds no control character and no backslash; the peer is told which
+    title was not recognized (reason 3 calling, 7 called) and the log reason shows no raw
+    control character."""
+    request = dataclasses.replace(make_request(), **{field: title.ljust(16)})
+    outcome = negotiate(request)
+    assert isinstance(outcome, Rejection)
+    assert outcome.pdu == expected
+    assert not any(ord(c) < 0x20 or c == "\x7f" for c in outcome.reason)
+
+
+def test_titles_padded_with_nul_or_spaces_are_still_accepted():
+    request = dataclasses.replace(make_request(), calling_ae_title="STORESCU\0\0\0\0\0\0\0\0")
+    assert isinstance(negotiate(request), Acceptance)

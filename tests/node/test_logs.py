@@ -172,6 +172,63 @@ def test_text_line_keeps_the_traceback_after_the_fields():
     assert rest[-1] == "ValueError: bad"
 
 
+HOSTILE = "A\x00\x01\x02\x1b[2J\x7f\x9b"
+
+
+def _no_control_characters(text: str) -> bool:
+    return not any((ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) < 0xA0 for c in text)
+
+
+def test_control_characters_are_escaped_in_both_formats():
+    """Text from the wire never reaches a terminal or log file as raw control characters."""
+    record = logging.LogRecord(
+        "dicomnode.test", logging.INFO, __file__, 1, "t=%s", (HOSTILE,), None
+    )
+    record.__dict__.update(calling_aet=HOSTILE, spaced=f"a {HOSTILE}")
+    text = TextFormatter().format(record)
+    assert _no_control_characters(text)
+    assert text.endswith(
+        r"t=A\x00\x01\x02\x1b[2J\x7f\x9b calling_aet=A\x00\x01\x02\x1b[2J\x7f\x9b "
+        r'spaced="a A\u0000\u0001\u0002\u001b[2J\u007f\u009b"'
+    ), text
+    line = JsonFormatter().format(record)
+    assert _no_control_characters(line)
+    assert json.loads(line)["calling_aet"] == HOSTILE  # escaped, not lost
+
+
+def test_a_calling_ae_title_with_control_characters_is_rejected_and_logged_escaped(
+    bare_root, capsys, make_ae
+):
+    """PS3.5 6.2 forbids control characters in AE: A-ASSOCIATE-RJ, reason 3 (calling AE
+    title not recognized), and the log line shows the title escaped."""
+    import socket
+
+    from tests.acse.support import make_request
+
+    bare_root()
+    assert configure_logging(1, "text") is not None
+    association_lines = _Waiter("bytes_received")
+    logging.getLogger().addHandler(association_lines)
+    try:
+        scp = _scp(make_ae)
+        scp.start(block=False)
+        request = make_request(calling_ae_title="STORESCU", called_ae_title="LOGSCP").encode()
+        calling = request.index(b"STORESCU")
+        hostile = HOSTILE.encode("latin-1").ljust(16)
+        request = request[:calling] + hostile + request[calling + 16 :]
+        with socket.create_connection(("127.0.0.1", scp.port), timeout=WAIT) as peer:
+            peer.sendall(request)
+            answer = peer.recv(10)
+        assert answer == bytes((0x03, 0, 0, 0, 0, 4, 0, 1, 1, 3)), answer
+        assert association_lines.done.wait(WAIT)
+    finally:
+        logging.getLogger().removeHandler(association_lines)
+    err = capsys.readouterr().err
+    assert "rejected" in err
+    assert "\\x1b[2J" in err
+    assert _no_control_characters(err)
+
+
 def test_stderr_handler_writes_to_the_current_stderr(monkeypatch):
     handler = StderrHandler()
     handler.stream = io.StringIO()  # ignored: always the sys.stderr of the moment
