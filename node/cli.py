@@ -195,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="index database: a postgresql:// URL (default: SQLite in DATA_DIR/index.sqlite)",
     )
     serve.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="object store s3://BUCKET/PREFIX?endpoint=URL (credentials from AWS_ACCESS_KEY_ID/"
+        "AWS_SECRET_ACCESS_KEY; default: files in DATA_DIR/objects)",
+    )
+    serve.add_argument(
         "--study-stable-seconds",
         type=_positive_float,
         default=None,
@@ -233,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
         "rebuild", help="re-index every file under DATA_DIR/objects into DATA_DIR/index.sqlite"
     )
     rebuild.add_argument("data_dir", metavar="DATA_DIR", help="the node's data directory")
+    rebuild.add_argument("--store", default=None, metavar="URL", help="rebuild from this s3://")
+    rebuild.add_argument("--index", default=None, metavar="URL", help="a postgresql:// index")
     rebuild.add_argument("-v", "--verbose", action="count", default=0)
 
     users = commands.add_parser("users", help="maintain a users file (serve/acceptor --users)")
@@ -643,13 +652,15 @@ def command_serve(args: argparse.Namespace) -> int:
                 require_called_aet=args.require_called_aet,
                 require_calling_aet=list(args.require_calling_aet),
                 index=args.index,
+                store=args.store,
                 study_stable_seconds=args.study_stable_seconds,
                 acceptor_arguments=forwarded_access_arguments(args),
             )
         )
         return cluster.run()
     from node.acceptor import build_server_ae
-    from workers.store.index import IndexedFileStore
+    from workers.store.index import Index
+    from workers.store.objects import open_store
 
     ae = build_server_ae(
         args.ae_title,
@@ -665,12 +676,8 @@ def command_serve(args: argparse.Namespace) -> int:
     ae.acse_timeout = args.acse_timeout
     ae.network_timeout = args.network_timeout
     ae.dimse_timeout = args.dimse_timeout
-    index = None
-    if args.index:
-        from workers.store.index import Index
-
-        index = Index.open(args.data_dir, synchronous="NORMAL", database=args.index)
-    ae.file_store = IndexedFileStore(args.data_dir, fsync=not args.no_fsync, index=index)
+    index = Index.open(args.data_dir, synchronous="NORMAL", database=args.index)
+    ae.file_store = open_store(args.data_dir, args.store, fsync=not args.no_fsync, index=index)
     monitor = None
     if args.study_stable_seconds:
         import importlib
@@ -694,10 +701,14 @@ def command_index(args: argparse.Namespace) -> int:
     from workers.store.index import Index
 
     data_dir = Path(args.data_dir)
-    if not (data_dir / "objects").is_dir():
+    if not args.store and not (data_dir / "objects").is_dir():
         raise CommandError(f"{data_dir} has no objects/ folder: not a data directory")
     start = time.monotonic()
-    with Index.open(data_dir) as index:
+    with Index.open(data_dir, database=args.index) as index:
+        if args.store:
+            from workers.store.objects import ObjectStore
+
+            ObjectStore(args.store, data_dir, index=index, create_bucket=False)
         report = index.rebuild()
         counts = index.counts()
     print(

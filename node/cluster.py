@@ -47,6 +47,8 @@ class ClusterConfig:
     require_calling_aet: list[str] = field(default_factory=list)
     #: The index database of the workers (a postgresql:// URL), None for DATA_DIR's SQLite.
     index: str | None = None
+    #: The workers' object store (an s3:// URL, workers.store.objects), None for DATA_DIR.
+    store: str | None = None
     #: Quiet period (s) after which a study raises on_study_stable, None for never.
     study_stable_seconds: float | None = None
     #: More acceptor options, as node.acceptor.forwarded_access_arguments() writes them
@@ -133,6 +135,8 @@ class Cluster:
             worker += ["--handlers", config.handlers_module]
         if config.index:
             worker += ["--index", config.index]
+        if config.store:
+            worker += ["--store", config.store]
         if config.study_stable_seconds:
             worker += ["--study-stable-seconds", str(config.study_stable_seconds)]
         base = config.metrics_port

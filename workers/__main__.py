@@ -41,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="index database: a postgresql:// URL (default: SQLite in DATA_DIR/index.sqlite)",
     )
     parser.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="object store s3://BUCKET/PREFIX?endpoint=URL (credentials from AWS_ACCESS_KEY_ID/"
+        "AWS_SECRET_ACCESS_KEY; default: files in DATA_DIR/objects)",
+    )
+    parser.add_argument(
         "--study-stable-seconds",
         type=float,
         default=None,
@@ -93,12 +100,15 @@ def load_handlers(args: argparse.Namespace) -> Handlers:
         maximum_pdu_size=args.max_pdu,
     )
     if args.data_dir:
-        from workers.store.files import FileStore
-
-        handlers.file_store = FileStore(args.data_dir, fsync=not args.no_fsync)
         from workers.store.index import Index
+        from workers.store.objects import open_store
 
         handlers.index = Index.open(args.data_dir, synchronous="NORMAL", database=args.index)
+        handlers.file_store = open_store(
+            args.data_dir, args.store, fsync=not args.no_fsync, index=None
+        )
+        if hasattr(handlers.file_store, "bind"):  # the object store: rows live in its bucket
+            handlers.file_store.bind(handlers.index)
     if args.handlers:
         module = importlib.import_module(args.handlers)
         for name in _CALLBACKS:

@@ -114,14 +114,15 @@ def _store_to_files(request: ServiceRequest, handlers: Handlers) -> StatusResult
 
             from workers.store.schema import record_from_file
 
+            spool = Path(request.dataset_path)
+            # parsed before the store takes the spool (the object store uploads and deletes it)
+            spooled = record_from_file(spool, spool.parent) if index is not None else None
             stored = handlers.file_store.adopt(
-                Path(request.dataset_path),
-                sop_instance,
-                request.transfer_syntax,
-                request.dataset_offset,
+                spool, sop_instance, request.transfer_syntax, request.dataset_offset
             )
-            if index is not None:
-                index.add(record_from_file(stored.path, index.root))
+            if index is not None and spooled is not None:
+                relative = stored.path.relative_to(index.root).as_posix()
+                index.add(dataclasses.replace(spooled, path=relative))
         elif request.dataset is not None:
             record = None
             uids = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from pydicom.charset import python_encoding
@@ -32,10 +33,9 @@ from workers.store.matching import (
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
     from workers.handlers.common import Handlers, PresentationContextInfo
-    from workers.store.index import Index
+    from workers.store.index import Index, StoredPath
     from workers.store.schema import Attribute, DerivedKey
 
 log = logging.getLogger("dicomnode.qr")
@@ -164,11 +164,15 @@ class QueryRetrieveSCP:
         yield from self._retrieve(identifier, str(context.abstract_syntax))
 
 
-def _read(path: Path) -> Part10 | None:
-    """A stored file as its data set bytes and file meta (sent as stored when the requester
-    accepted its transfer syntax: no decoding); None when unreadable, which the retrieve
-    handler counts as a failed sub-operation."""
+def _read(path: StoredPath) -> Part10 | None:
+    """A stored file (or object, workers.store.objects) as its data set bytes and file meta
+    (sent as stored when the requester accepted its transfer syntax: no decoding); None when
+    unreadable, which the retrieve handler counts as a failed sub-operation."""
     try:
+        if not isinstance(path, Path):
+            from workers.store.objects import read_part10_bytes
+
+            return read_part10_bytes(path.read_bytes())
         return read_part10(str(path))
     except Exception as error:  # noqa: BLE001 - an unreadable file fails its sub-operation
         log.warning("retrieve: cannot read %s: %s", path, error)

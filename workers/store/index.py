@@ -20,7 +20,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from workers.store.backend import (
     Backend,
@@ -65,6 +65,7 @@ __all__ = [
     "RebuildReport",
     "SQLiteBackend",
     "StoredInstance",
+    "StoredPath",
     "now_ms",
     "schema_statements",
 ]
@@ -131,6 +132,17 @@ SERVICE_TABLES: Final = [
 # --- the index ---------------------------------------------------------------------------------
 
 
+class StoredPath(Protocol):
+    """Where a stored object lives: a pathlib.Path in the file store, an object in a bucket
+    (workers.store.objects.ObjectPath). Readers use only these calls."""
+
+    def is_file(self) -> bool: ...
+
+    def unlink(self, missing_ok: bool = False) -> None: ...
+
+    def read_bytes(self) -> bytes: ...
+
+
 @dataclass(frozen=True, slots=True)
 class StoredInstance:
     """A C-GET/C-MOVE sub-operation: one indexed file."""
@@ -138,7 +150,7 @@ class StoredInstance:
     sop_class_uid: str
     sop_instance_uid: str
     transfer_syntax_uid: str
-    path: Path
+    path: StoredPath
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +183,12 @@ class Index:
         self._group: list[_PendingRow] = []
         self._committing = False
         self._statements: dict[tuple[str, Level, tuple[str, ...]], str] = {}
+        #: A row's path (relative to the store) -> where the object is; the object store
+        #: (workers.store.objects) replaces it with its bucket's.
+        self.locate: Callable[[str], StoredPath] = self.root.joinpath
+        #: The records `rebuild` indexes (None, logged, for an unreadable object); the object
+        #: store replaces it with a listing of its bucket.
+        self.stored_records: Callable[[], Iterator[InstanceRecord | None]] = self._file_records
         self._create_schema()
 
     @classmethod
@@ -326,7 +344,7 @@ class Index:
     def _remove_stale(self, stale: str | None, current: str) -> None:
         if stale and stale != current:
             with contextlib.suppress(OSError):
-                (self.root / stale).unlink()
+                self.locate(stale).unlink()
 
     def _upsert(
         self, cursor: Cursor, level: Level, values: dict[str, str], parent: int | None
@@ -485,7 +503,7 @@ class Index:
             lambda after: select_instances(query, self.dialect, after=after, limit=page_size),
             page_size,
         ):
-            yield StoredInstance(row[1], row[2], row[3], self.root / row[4])
+            yield StoredInstance(row[1], row[2], row[3], self.locate(row[4]))
 
     def _pages(
         self, select_after: Callable[[int], Select], page_size: int
@@ -518,7 +536,7 @@ class Index:
                 page,
             )
             for row in rows:
-                found[row[1]] = StoredInstance(row[0], row[1], row[2], self.root / row[3])
+                found[row[1]] = StoredInstance(row[0], row[1], row[2], self.locate(row[3]))
         return found
 
     def counts(self) -> dict[str, int]:
@@ -531,7 +549,8 @@ class Index:
     # --- rebuild -------------------------------------------------------------------------------
 
     def rebuild(self, *, batch: int = 500) -> RebuildReport:
-        """Re-index every file under DATA_DIR/objects, then drop rows whose file is gone.
+        """Re-index every file under DATA_DIR/objects (or every object under the object
+        store's prefix: `stored_records`), then drop rows whose file is gone.
 
         Safe while the node runs (rows are upserted, never dropped first) and never deletes a
         file: of two files with the same SOP Instance UID the index keeps the last one found.
@@ -539,19 +558,25 @@ class Index:
         """
         indexed = unreadable = 0
         pending: list[InstanceRecord] = []
-        for path in _walk(self.root / "objects"):
-            try:
-                pending.append(record_from_file(path, self.root))
-            except Exception as error:  # noqa: BLE001 - any unreadable file is skipped
-                log.warning("index rebuild: skipping %s: %s", path, error)
+        for record in self.stored_records():
+            if record is None:
                 unreadable += 1
                 continue
+            pending.append(record)
             if len(pending) >= batch:
                 indexed += self._add_batch(pending)
         indexed += self._add_batch(pending)
         removed = self._drop_missing(batch)
         self.backend.optimize()
         return RebuildReport(indexed, removed, unreadable)
+
+    def _file_records(self) -> Iterator[InstanceRecord | None]:
+        for path in _walk(self.root / "objects"):
+            try:
+                yield record_from_file(path, self.root)
+            except Exception as error:  # noqa: BLE001 - any unreadable file is skipped
+                log.warning("index rebuild: skipping %s: %s", path, error)
+                yield None
 
     def _add_batch(self, records: list[InstanceRecord]) -> int:
         with self.backend.transaction() as cursor:
@@ -573,7 +598,7 @@ class Index:
                 (after, batch),
             )
             for _, sop_instance_uid, path in rows:
-                if not (self.root / path).is_file():
+                if not self.locate(path).is_file():
                     removed += self.remove(sop_instance_uid)
             if len(rows) < batch:
                 return removed

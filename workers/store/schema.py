@@ -24,6 +24,7 @@ from workers.store import header
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
+    from typing import BinaryIO
 
     from pydicom.dataset import Dataset
 
@@ -275,27 +276,36 @@ def record_from_file(path: Path, root: Path) -> InstanceRecord:
     """The record of a stored Part 10 file (PS3.10 7.1): the file meta group, then the data
     set header up to the last indexed attribute (the rest of the file is not read)."""
     with path.open("rb") as handle:
-        read_preamble(handle, force=False)
-        meta = read_dataset(handle, False, True, stop_when=_not_meta)
-        syntax = text_of(meta.get("TransferSyntaxUID", ""))
-        sop_class = text_of(meta.get("MediaStorageSOPClassUID", ""))
-        sop_instance = text_of(meta.get("MediaStorageSOPInstanceUID", ""))
-        if not (syntax and sop_class and sop_instance):
-            raise ValueError(f"{path}: file meta information is incomplete")
-        size = path.stat().st_size - handle.tell()
-        if syntax == DeflatedExplicitVRLittleEndian:
-            header = zlib.decompressobj(-zlib.MAX_WBITS).decompress(handle.read())
-            stream: Any = DicomBytesIO(header)
-        else:
-            stream = handle
-        implicit, little = _encoding(syntax)
-        dataset = read_dataset(stream, implicit, little, stop_when=_stop)
+        return record_from_part10(
+            handle, path.stat().st_size, path.relative_to(root).as_posix(), str(path)
+        )
+
+
+def record_from_part10(handle: BinaryIO, file_size: int, path: str, name: str) -> InstanceRecord:
+    """The record of a Part 10 file read from `handle` (at its start; a file, or the bytes of
+    an object in a bucket): `file_size` is the whole file's, `path` the row's, `name` for
+    messages."""
+    read_preamble(handle, force=False)
+    meta = read_dataset(handle, False, True, stop_when=_not_meta)
+    syntax = text_of(meta.get("TransferSyntaxUID", ""))
+    sop_class = text_of(meta.get("MediaStorageSOPClassUID", ""))
+    sop_instance = text_of(meta.get("MediaStorageSOPInstanceUID", ""))
+    if not (syntax and sop_class and sop_instance):
+        raise ValueError(f"{name}: file meta information is incomplete")
+    size = file_size - handle.tell()
+    if syntax == DeflatedExplicitVRLittleEndian:
+        header = zlib.decompressobj(-zlib.MAX_WBITS).decompress(handle.read())
+        stream: Any = DicomBytesIO(header)
+    else:
+        stream = handle
+    implicit, little = _encoding(syntax)
+    dataset = read_dataset(stream, implicit, little, stop_when=_stop)
     return record_from_dataset(
         dataset,
         sop_class_uid=sop_class,
         sop_instance_uid=sop_instance,
         transfer_syntax_uid=syntax,
-        path=path.relative_to(root).as_posix(),
+        path=path,
         size=size,
     )
 

