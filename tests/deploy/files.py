@@ -24,6 +24,7 @@ KUSTOMIZATIONS = {
     "base": K8S / "base",
     "dev": K8S / "overlays" / "dev",
     "production": K8S / "overlays" / "production",
+    "objects": K8S / "overlays" / "objects",
 }
 EXAMPLE_SECRETS = sorted((K8S / "examples").glob("*.yaml"))
 

@@ -285,8 +285,10 @@ def test_k8s_pods_listen_where_their_probes_services_and_grace_periods_expect(
         volumes = {v["name"]: v for v in pod["volumes"]}
         assert mounts[CONFIG_PATH]["subPath"] == "dicomnode.toml", where
         assert volumes[mounts[CONFIG_PATH]["name"]]["configMap"]["name"] == "dicomnode-config"
-        if getattr(args, "data_dir", None):
+        if getattr(args, "data_dir", None) and not getattr(args, "store", None):
             assert "persistentVolumeClaim" in volumes[mounts[args.data_dir]["name"]], where
+        elif getattr(args, "data_dir", None):  # objects in a bucket: DATA_DIR is scratch
+            assert "emptyDir" in volumes[mounts[args.data_dir]["name"]], where
         if "drain_timeout" in args:
             pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
             assert pre_stop[0] == "sleep", where

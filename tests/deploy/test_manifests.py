@@ -485,3 +485,26 @@ def test_haproxy_health_check_is_a_verification_association() -> None:
         assert re.search(pattern, text)
     rejection = AssociateRJ(result=1, source=1, reason=7).encode()
     assert not re.search(pattern, rejection.hex())
+
+
+def test_objects_overlay_stores_in_a_bucket_without_a_shared_volume(
+    rendered: dict[str, list[Document]],
+) -> None:
+    documents = rendered["objects"]
+    pod = by_kind(documents, "Deployment")["dicomnode-worker"]["spec"]["template"]["spec"]
+    [worker] = pod["containers"]
+    assert worker["args"][-2:] == ["--index=$(DICOMNODE_INDEX)", "--store=$(DICOMNODE_STORE)"]
+    secrets = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in worker["env"]}
+    assert secrets == {
+        "DICOMNODE_INDEX": "dicomnode-index",
+        "DICOMNODE_STORE": "dicomnode-objects",
+        "AWS_ACCESS_KEY_ID": "dicomnode-objects",
+        "AWS_SECRET_ACCESS_KEY": "dicomnode-objects",
+    }
+    claims = [
+        v
+        for _, spec in pod_specs(documents)
+        for v in spec["volumes"]
+        if "persistentVolumeClaim" in v
+    ]
+    assert claims == []
