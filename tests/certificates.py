@@ -7,6 +7,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from tests.synthetic import PATIENCE
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -26,7 +28,7 @@ class TLSFiles:
 
 def _openssl(*args: object) -> None:
     subprocess.run(
-        ["openssl", *(str(a) for a in args)], check=True, capture_output=True, timeout=60
+        ["openssl", *(str(a) for a in args)], check=True, capture_output=True, timeout=PATIENCE
     )
 
 

@@ -9,15 +9,16 @@ import contextlib
 import os
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
     from pathlib import Path
 
 ROOT = "1.2.826.0.1.3680043.8.498.77"
@@ -30,7 +31,12 @@ PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
 STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
-TOOL_TIMEOUT = 30.0
+#: The longest any test waits for something that should happen: a process to listen or exit,
+#: an event, an answer, a tool to finish. Generous on purpose: CI machines are shared and load
+#: can stretch a second into minutes; a working test never waits this long and a hung one still
+#: fails after it. DICOMNODE_TEST_PATIENCE overrides it (seconds).
+PATIENCE = float(os.environ.get("DICOMNODE_TEST_PATIENCE", "180"))
+TOOL_TIMEOUT = PATIENCE
 
 
 def make_dataset(
@@ -144,7 +150,26 @@ def run_tool(args: Sequence[object], timeout: float = TOOL_TIMEOUT) -> ToolResul
     return ToolResult(completed.returncode, completed.stdout, completed.stderr)
 
 
-def wait_for_port(process: subprocess.Popen[bytes], port: int, limit: float = 15.0) -> None:
+def wait_until(
+    condition: Callable[[], Any], what: str, limit: float = PATIENCE, step: float = 0.05
+) -> Any:
+    """Evaluate `condition` until it is truthy (returned); fail after `limit` seconds.
+
+    For conditions that look at other processes (files, ports, metrics, /proc), which offer
+    nothing to wait on: the pause between looks is bounded and never decides the outcome.
+    """
+    deadline = time.monotonic() + limit
+    pause = threading.Event()
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {limit} s waiting for {what}")
+        pause.wait(step)
+
+
+def wait_for_port(process: subprocess.Popen[bytes], port: int, limit: float = PATIENCE) -> None:
     """Wait until `process` accepts TCP connections on `port` (fails if it exits first)."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
@@ -179,4 +204,4 @@ def running(
         if process.poll() is None:
             process.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
-            process.communicate(timeout=10)
+            process.communicate(timeout=PATIENCE)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from broker import wire
+from tests.synthetic import PATIENCE
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -114,7 +115,7 @@ class Peers:
                 peer.send(wire.HEARTBEAT)
 
     def wait_for(
-        self, peers: Peer | Iterable[Peer], kind: str, timeout: float = 5.0
+        self, peers: Peer | Iterable[Peer], kind: str, timeout: float = PATIENCE
     ) -> tuple[Peer, wire.Envelope, list[bytes]]:
         """The first message of `kind` that reaches one of `peers`."""
         candidates = [peers] if isinstance(peers, Peer) else list(peers)
@@ -129,7 +130,7 @@ class Peers:
                 raise AssertionError(f"no {kind} for {[p.identity for p in candidates]}")
             self.pump(min(remaining, self.interval / 4))
 
-    def wait_until(self, condition, timeout: float = 5.0) -> None:
+    def wait_until(self, condition, timeout: float = PATIENCE) -> None:
         deadline = time.monotonic() + timeout
         while not condition():
             remaining = deadline - time.monotonic()

@@ -29,7 +29,7 @@ from broker.curve import (
 from broker.server import BrokerServer
 from node import cli
 from tests.broker.peers import Peers, request_fields
-from tests.synthetic import VERIFICATION, free_port
+from tests.synthetic import PATIENCE, VERIFICATION, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -66,7 +66,7 @@ def running(config: BrokerConfig) -> Iterator[BrokerServer]:
         yield server
     finally:
         server.stop()
-        thread.join(5)
+        thread.join(PATIENCE)
         server.close()
     assert not thread.is_alive()
 
@@ -81,7 +81,9 @@ def _curve_peers(keys: Path, name: str, server: str = "broker") -> Peers:
     return peers
 
 
-def _wait_for_handshake(socket: zmq.Socket[bytes], wanted: set[int], limit: float = 5.0) -> int:
+def _wait_for_handshake(
+    socket: zmq.Socket[bytes], wanted: set[int], limit: float = PATIENCE
+) -> int:
     """The first of the `wanted` monitor events on `socket` (bounded wait)."""
     monitor = socket.get_monitor_socket()
     try:
@@ -228,7 +230,7 @@ def test_only_allowed_keys_are_served(keys, refusals):
         with running(config) as server:
             impostor = rogue.worker(backend, b"w-impostor")
             assert _wait_for_handshake(impostor.socket, FAILED) in FAILED
-            assert refusals.seen.wait(5)
+            assert refusals.seen.wait(PATIENCE)
             public = load_public_key(keys / "rogue.key").decode()
             assert any(public in line for line in refusals.lines)
             wrong_server = fooled.worker(backend, b"w-fooled")
@@ -289,5 +291,5 @@ def test_acceptor_and_worker_with_keys_serve_an_echo(keys, make_ae):
             assert server.state.stats()["replies"] == 1
         finally:
             worker.stop()
-            thread.join(10)
+            thread.join(PATIENCE)
         assert not thread.is_alive()

@@ -13,8 +13,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +24,7 @@ from node import AE
 from node.ul.items import AsynchronousOperationsWindowSubItem
 from tests.synthetic import (
     CT_IMAGE_STORAGE,
+    PATIENCE,
     PATIENT_ROOT_FIND,
     VERIFICATION,
     free_port,
@@ -33,6 +32,7 @@ from tests.synthetic import (
     run_tool,
     running,
     tool_env,
+    wait_until,
     write_datasets,
 )
 
@@ -42,23 +42,6 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.cluster, pytest.mark.interop]
 
 STORAGE_COMMITMENT_PUSH = "1.2.840.10008.1.20.1"
-
-
-def poll(condition: Callable[[], Any], limit: float, what: str, step: float = 0.1) -> Any:
-    """Evaluate `condition` until it is truthy (returned) or `limit` seconds pass (fail).
-
-    The conditions look at other processes (files, ports, /proc), which offer nothing to wait
-    on; the pause between looks is bounded and the outcome never depends on its length.
-    """
-    deadline = time.monotonic() + limit
-    pause = threading.Event()
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {limit} s waiting for {what}")
-        pause.wait(step)
 
 
 @dataclass
@@ -101,7 +84,7 @@ class Serve:
             ],
             capture_output=True,
             text=True,
-            timeout=30,
+            timeout=PATIENCE,
             check=False,
         )
         return result.returncode == 0
@@ -159,8 +142,8 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Serve]]:
             )
         cluster = Serve(process, port, data_dir, runtime_dir, served_dir, log)
         started.append(cluster)
-        poll(cluster.echo_ok, 60, "the cluster to answer C-ECHO")
-        poll(lambda: len(cluster.pids("workers")) >= workers, 30, "worker processes")
+        wait_until(cluster.echo_ok, "the cluster to answer C-ECHO")
+        wait_until(lambda: len(cluster.pids("workers")) >= workers, "worker processes")
         return cluster
 
     yield start
@@ -168,7 +151,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Serve]]:
         if cluster.process.poll() is None:
             cluster.process.send_signal(signal.SIGTERM)
             try:
-                assert cluster.process.wait(60) == 0
+                assert cluster.process.wait(PATIENCE) == 0
             finally:
                 if cluster.process.poll() is None:
                     cluster.process.kill()
@@ -194,7 +177,9 @@ def test_storescu_500_files_all_durable_on_disk(serve: Callable[..., Serve], tmp
     assert len(datasets) == 500
     folder = tmp_path / "in"
     paths = write_datasets(datasets, folder)
-    result = run_tool(["storescu", "-v", "127.0.0.1", cluster.port, "+sd", folder], timeout=240)
+    result = run_tool(
+        ["storescu", "-v", "127.0.0.1", cluster.port, "+sd", folder], timeout=PATIENCE
+    )
     assert result.returncode == 0, result.output[-2000:]
     stored = storescu_stored(result.output)
     assert len(stored) == 500
@@ -221,10 +206,10 @@ def test_worker_killed_mid_run_loses_nothing_acknowledged(
             env=tool_env(),
         )
     try:
-        poll(lambda: len(cluster.stored_files()) >= 50, 60, "the first 50 objects")
+        wait_until(lambda: len(cluster.stored_files()) >= 50, "the first 50 objects")
         victim = cluster.pids("workers")[0]
         os.kill(victim, signal.SIGKILL)
-        assert storescu.wait(240) is not None  # storescu finishes: no hang
+        assert storescu.wait(PATIENCE) is not None  # storescu finishes: no hang
     finally:
         if storescu.poll() is None:
             storescu.kill()
@@ -235,9 +220,8 @@ def test_worker_killed_mid_run_loses_nothing_acknowledged(
     assert len(stored) >= 50
     failures = 500 - len(stored)
     assert failures == 0 or "Store Response (" in output  # failures arrive as statuses
-    poll(
+    wait_until(
         lambda: victim not in cluster.pids("workers") and len(cluster.pids("workers")) == 2,
-        30,
         "the supervisor to replace the killed worker",
     )
 
@@ -248,8 +232,8 @@ def test_broker_restart_recovers_without_restarting_roles(serve: Callable[..., S
     workers = cluster.pids("workers")
     (broker,) = cluster.pids("broker")
     os.kill(broker, signal.SIGKILL)
-    poll(lambda: cluster.pids("broker") not in ([], [broker]), 30, "a new broker process")
-    poll(cluster.echo_ok, 60, "C-ECHO through the restarted broker")
+    wait_until(lambda: cluster.pids("broker") not in ([], [broker]), "a new broker process")
+    wait_until(cluster.echo_ok, "C-ECHO through the restarted broker")
     assert cluster.pids("node.acceptor") == acceptors
     assert cluster.pids("workers") == workers
 
@@ -346,7 +330,7 @@ def test_find_get_move_cancel_and_n_action_across_processes(
             ]
         )
         assert move.returncode == 0, move.output
-        poll(lambda: len(list(destination_dir.iterdir())) == 3, 30, "moved files")
+        wait_until(lambda: len(list(destination_dir.iterdir())) == 3, "moved files")
     ae = AE(ae_title=b"ACTIONSCU")
     ae.add_requested_context(STORAGE_COMMITMENT_PUSH)
     try:
@@ -386,7 +370,7 @@ def test_two_acceptors_two_workers_eight_associations(serve: Callable[..., Serve
         for folder in folders
     ]
     try:
-        codes = [client.wait(120) for client in clients]
+        codes = [client.wait(PATIENCE) for client in clients]
     finally:
         for client in clients:
             if client.poll() is None:

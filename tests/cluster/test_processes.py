@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.synthetic import free_port, run_tool
+from tests.synthetic import PATIENCE, free_port, run_tool
 
 pytestmark = [pytest.mark.cluster, pytest.mark.interop]
 
@@ -77,7 +77,7 @@ def test_two_acceptor_and_two_worker_processes_from_one_command(tmp_path: Path):
         codes = []
         for process in reversed(processes):
             try:
-                codes.append(process.wait(60))
+                codes.append(process.wait(PATIENCE))
             except subprocess.TimeoutExpired:
                 process.kill()
                 codes.append(process.wait())

@@ -8,6 +8,8 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tests.synthetic import PATIENCE
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -29,7 +31,7 @@ KUSTOMIZATIONS = {
 EXAMPLE_SECRETS = sorted((K8S / "examples").glob("*.yaml"))
 
 
-def run(command: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run(command: list[str], timeout: float = PATIENCE) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         command, capture_output=True, text=True, timeout=timeout, check=False, cwd=ROOT
     )

@@ -22,7 +22,7 @@ from pydicom.uid import (
 )
 
 from node.presets import QueryRetrievePresentationContexts
-from tests.synthetic import CT_IMAGE_STORAGE, MR_IMAGE_STORAGE, VERIFICATION, run_tool
+from tests.synthetic import CT_IMAGE_STORAGE, MR_IMAGE_STORAGE, PATIENCE, VERIFICATION, run_tool
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.interop
 
-WAIT = 10.0
+WAIT = PATIENCE  # tests.synthetic: generous, never a wall-clock budget
 STORAGE = (CT_IMAGE_STORAGE, MR_IMAGE_STORAGE)
 
 
@@ -512,12 +512,12 @@ def test_many_files_small_pdus_two_storescu_at_once(make_ae, tmp_path: Path):
         for name in ("first", "second")
     ]
     try:
-        outputs = [process.communicate(timeout=60)[0] for process in processes]
+        outputs = [process.communicate(timeout=PATIENCE)[0] for process in processes]
     finally:
         for process in processes:
             if process.poll() is None:
                 process.kill()
-                process.communicate(timeout=10)
+                process.communicate(timeout=PATIENCE)
     assert [process.returncode for process in processes] == [0, 0], outputs
     assert received.done.wait(WAIT)
     got = {str(ds.SOPInstanceUID): ds for ds, _ in received.items}

@@ -17,6 +17,7 @@ from node.presets import QueryRetrievePresentationContexts
 from tests.synthetic import (
     CT_IMAGE_STORAGE,
     MR_IMAGE_STORAGE,
+    PATIENCE,
     VERIFICATION,
     free_port,
     run_tool,
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.interop
 
-WAIT = 10.0
+WAIT = PATIENCE  # tests.synthetic: generous, never a wall-clock budget
 STORAGE = (CT_IMAGE_STORAGE, MR_IMAGE_STORAGE)
 QR_TITLE = "QRSCP"
 

@@ -20,6 +20,7 @@ from node.users import add_user
 from tests.synthetic import (
     CT_IMAGE_STORAGE,
     MR_IMAGE_STORAGE,
+    PATIENCE,
     VERIFICATION,
     free_port,
     run_tool,
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.interop
 
-WAIT = 10.0
+WAIT = PATIENCE  # tests.synthetic: generous, never a wall-clock budget
 
 
 def _dcmtk_client(tls_files: TLSFiles, *, certificate: str = "client") -> list[str]:
@@ -235,7 +236,7 @@ def test_serve_with_tls_users_and_allow_list(tls_files, archive: Archive, tmp_pa
         env=tool_env(),
     )
     try:
-        wait_for_port(process, port, limit=30)
+        wait_for_port(process, port, limit=PATIENCE)
         common = ["storescu", *_dcmtk_client(tls_files), "-aec", "OURSCP", "-usr", "alice"]
         target = ["127.0.0.1", port, archive.paths[0]]
         good = run_tool([*common, "-pwd", "s3cret", "-rsp", *target])
@@ -269,10 +270,10 @@ def test_serve_with_tls_users_and_allow_list(tls_files, archive: Archive, tmp_pa
         process.terminate()
         errors = b""
         with contextlib.suppress(subprocess.TimeoutExpired):
-            _output, errors = process.communicate(timeout=30)
+            _output, errors = process.communicate(timeout=PATIENCE)
         if process.poll() is None:
             process.kill()
-            process.communicate(timeout=10)
+            process.communicate(timeout=PATIENCE)
     assert process.returncode == 0, errors
     assert b"Traceback" not in errors
     assert b"s3cret" not in errors

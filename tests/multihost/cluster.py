@@ -3,8 +3,8 @@
 # server states from its stats socket, files and index rows in the shared data directory.
 #
 # Rules: every process is started through Network.start (so the network's teardown kills it);
-# every wait is poll(): a bounded loop on observable state that fails the test with what it was
-# waiting for.
+# every wait is wait_until() (tests.synthetic): a bounded loop on observable state that fails the
+# test with what it was waiting for.
 from __future__ import annotations
 
 import csv
@@ -17,16 +17,17 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.synthetic import PATIENCE
 from workers.store.index import Index
 
 if TYPE_CHECKING:
     import subprocess
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
     from tests.multihost.netns import Network
 
@@ -60,23 +61,6 @@ def machine_cpu() -> tuple[int, int]:
     ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = ticks[3] + ticks[4]
     return sum(ticks) - idle, sum(ticks)
-
-
-def poll(condition: Callable[[], Any], limit: float, what: str) -> Any:
-    """Evaluate `condition` until it is truthy (returned) or `limit` seconds pass (fail).
-
-    The conditions look at other processes (metrics, HAProxy's stats, files), which offer
-    nothing to wait on; the pause between looks is bounded and never decides the outcome.
-    """
-    deadline = time.monotonic() + limit
-    pause = threading.Event()
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {limit} s waiting for {what}")
-        pause.wait(0.1)
 
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -271,7 +255,7 @@ class Cluster:
         """SIGKILL one role process (a crashed host as far as its peers can tell)."""
         process = self.processes.pop(name)
         process.kill()
-        process.wait(10)
+        process.wait(PATIENCE)
 
     # --- observing ------------------------------------------------------------------------
 
@@ -287,7 +271,7 @@ class Cluster:
         result = self.net.run(
             host,
             [sys.executable, "-I", "-c", _SCRAPE, f"http://127.0.0.1:{METRICS_PORT}{path}"],
-            timeout=15,
+            timeout=PATIENCE,
         )
         return result.stdout if result.returncode == 0 else None
 
@@ -349,7 +333,7 @@ class Cluster:
         result = self.net.run(
             "client",
             ["echoscu", "-to", 3, "-ta", 5, "-td", 5, self.net.address("lb"), DICOM_PORT],
-            timeout=20,
+            timeout=PATIENCE,
         )
         return result.returncode == 0
 
@@ -421,7 +405,7 @@ class StoreClient(threading.Thread):
                     DICOM_PORT,
                     *batch,
                 ],
-                timeout=90,
+                timeout=PATIENCE,
             )
             output = result.stdout + result.stderr
             stored = storescu_acknowledged(output)

@@ -16,6 +16,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from tests.synthetic import PATIENCE
+
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from pathlib import Path
@@ -41,7 +43,9 @@ class Host:
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=False)
+    result = subprocess.run(
+        ["ip", *args], capture_output=True, text=True, timeout=PATIENCE, check=False
+    )
     if check and result.returncode != 0:
         raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.strip()}")
     return result
@@ -180,7 +184,7 @@ class Network:
                 process.kill()
         for process in processes:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(10)
+                process.wait(PATIENCE)
         for namespace in self.namespaces:
             for pid in self._namespace_pids(namespace):
                 with contextlib.suppress(ProcessLookupError):

@@ -4,15 +4,13 @@
 from __future__ import annotations
 
 import logging
-import threading
-import time
 
 import pytest
 
 from node.ul.items import UserIdentityRQSubItem, UserIdentityType
 from node.ul.pdu import AssociateRJ, RejectReason, RejectResult, RejectSource
 from node.users import UserTable, add_user
-from tests.synthetic import VERIFICATION
+from tests.synthetic import VERIFICATION, wait_until
 
 CALLING_NOT_RECOGNIZED = AssociateRJ(
     RejectResult.PERMANENT, RejectSource.SERVICE_USER, RejectReason.CALLING_AE_NOT_RECOGNIZED
@@ -43,15 +41,6 @@ def _rejection(association) -> AssociateRJ | None:
     assert association.is_rejected
     rejection: AssociateRJ | None = association.asynchronous.rejection
     return rejection
-
-
-def _wait_until(condition, limit: float = 5.0) -> None:
-    """Poll state of the SCP's loop thread (no event to wait on); bounded."""
-    deadline = time.monotonic() + limit
-    pause = threading.Event()
-    while not condition():
-        assert time.monotonic() < deadline, "condition never held"
-        pause.wait(0.01)
 
 
 # --- calling AE titles bound to networks ----------------------------------------------------
@@ -125,7 +114,7 @@ def test_associations_per_calling_ae_title_are_limited(make_ae, caplog):
     assert other.is_established
     other.release()
     first.release()
-    _wait_until(lambda: not scp.active_associations)
+    wait_until(lambda: not scp.active_associations, "the association to end")
     again = _associate(make_ae, scp.port)
     assert again.is_established
     again.release()

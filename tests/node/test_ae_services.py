@@ -16,6 +16,7 @@ from node.presets import QueryRetrievePresentationContexts
 from tests.synthetic import (
     CT_IMAGE_STORAGE,
     MR_IMAGE_STORAGE,
+    PATIENCE,
     PATIENT_ROOT_FIND,
     PATIENT_ROOT_GET,
     PATIENT_ROOT_MOVE,
@@ -27,7 +28,7 @@ from tests.synthetic import (
 if TYPE_CHECKING:
     from pathlib import Path
 
-WAIT = 10.0
+WAIT = PATIENCE  # tests.synthetic: generous, never a wall-clock budget
 MPPS = "1.2.840.10008.3.1.2.3.3"
 PRINTER = "1.2.840.10008.5.1.1.16"
 STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"

@@ -21,6 +21,7 @@ from node.presets import QueryRetrievePresentationContexts
 from tests.synthetic import (
     CT_IMAGE_STORAGE,
     MR_IMAGE_STORAGE,
+    PATIENCE,
     VERIFICATION,
     free_port,
     make_datasets,
@@ -165,7 +166,7 @@ def test_cli_subprocess_bad_argument():
         [str(DICOMNODE), "echo", "localhost", "port"],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=PATIENCE,
         check=False,
     )
     assert completed.returncode == 2
@@ -198,7 +199,7 @@ def test_serve_stores_what_storescu_sends(tmp_path: Path):
         env=tool_env(),
     )
     try:
-        wait_for_port(process, port, limit=30)
+        wait_for_port(process, port, limit=PATIENCE)
         result = run_tool(
             ["storescu", "-aec", "DICOMNODE", "+sd", "127.0.0.1", port, tmp_path / "in"]
         )
@@ -217,7 +218,7 @@ def test_serve_stores_what_storescu_sends(tmp_path: Path):
             assert parsed.file_meta.MediaStorageSOPInstanceUID == dataset.SOPInstanceUID
             assert parsed.PixelData == dataset.PixelData
         process.send_signal(signal.SIGTERM)
-        stdout, stderr = process.communicate(timeout=30)
+        stdout, stderr = process.communicate(timeout=PATIENCE)
         assert process.returncode == 0, stderr
         assert b"dicomnode serving DICOMNODE" in stdout
         assert b"Traceback" not in stderr
@@ -225,7 +226,7 @@ def test_serve_stores_what_storescu_sends(tmp_path: Path):
         if process.poll() is None:
             process.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
-            process.communicate(timeout=10)
+            process.communicate(timeout=PATIENCE)
 
 
 def test_get_and_move(make_ae, capsys, tmp_path: Path):

@@ -29,12 +29,12 @@ from node.logs import (
     configure_logging,
     record_fields,
 )
-from tests.synthetic import CT_IMAGE_STORAGE, VERIFICATION, make_dataset
+from tests.synthetic import CT_IMAGE_STORAGE, PATIENCE, VERIFICATION, make_dataset
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-WAIT = 10.0
+WAIT = PATIENCE  # tests.synthetic: generous, never a wall-clock budget
 DICOMNODE = Path(sys.executable).with_name("dicomnode")
 ASSOCIATION_FIELDS = {
     "assoc_id",
@@ -540,7 +540,7 @@ def test_serve_log_format_json_prints_json_lines(tmp_path, make_ae):
     try:
         port = None
         while port is None:
-            line = lines.get(timeout=30)
+            line = lines.get(timeout=PATIENCE)
             assert line is not None, f"serve exited early: {seen}"
             seen.append(line)
             found = re.search(r"listening on \S+:(\d+)", json.loads(line)["message"])
@@ -549,17 +549,17 @@ def test_serve_log_format_json_prints_json_lines(tmp_path, make_ae):
         assert association.send_c_echo().Status == 0x0000
         association.release()
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
+        assert process.wait(timeout=PATIENCE) == 0
         assert process.stdout is not None
         stdout = process.stdout.read()
-        reader.join(timeout=30)
-        while (line := lines.get(timeout=5)) is not None:
+        reader.join(timeout=PATIENCE)
+        while (line := lines.get(timeout=PATIENCE)) is not None:
             seen.append(line)
     finally:
         if process.poll() is None:
             process.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
-            process.communicate(timeout=10)
+            process.communicate(timeout=PATIENCE)
     entries = [json.loads(line) for line in seen]
     assert any(entry["message"].startswith("dicomnode serving") for entry in entries)
     (ended,) = [entry for entry in entries if entry.get("outcome") == "released"]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.synthetic import (
+    PATIENCE,
     VERIFICATION,
     free_port,
     make_datasets,
@@ -30,6 +31,13 @@ def _environment(port: int) -> dict[str, str]:
     return environment
 
 
+def _interruptible() -> None:
+    """In the child before exec: SIGINT back to its default, as in a terminal. A runner started
+    without job control (a CI job in the background) ignores SIGINT, its children inherit that,
+    and Python then installs no KeyboardInterrupt handler: Ctrl-C could never reach start()."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.interop
 def test_seed_storage_scp_and_echo_scu_examples(tmp_path: Path, make_ae):
     port = free_port()
@@ -39,6 +47,7 @@ def test_seed_storage_scp_and_echo_scu_examples(tmp_path: Path, make_ae):
         env=_environment(port),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=_interruptible,
     )
     try:
         wait_for_port(scp, port)
@@ -57,7 +66,7 @@ def test_seed_storage_scp_and_echo_scu_examples(tmp_path: Path, make_ae):
             env=_environment(verification.port),
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=PATIENCE,
             check=False,
         )
         assert echo.returncode == 0, echo.stdout + echo.stderr
@@ -65,7 +74,7 @@ def test_seed_storage_scp_and_echo_scu_examples(tmp_path: Path, make_ae):
     finally:
         scp.send_signal(signal.SIGINT)  # start() blocks; Ctrl-C stops it cleanly
         try:
-            assert scp.wait(30) == 0
+            assert scp.wait(PATIENCE) == 0
         finally:
             if scp.poll() is None:
                 scp.kill()

@@ -26,7 +26,7 @@ from node.ul.pdu import ReleaseRP
 from tests.robustness.cases import all_cases
 from tests.robustness.golden import ECHO_PDATA, ECHO_RQ, MAXIMUM_PDU, PROBE, RELEASE_RQ
 from tests.robustness.wire import Answer, Lingering, Outcome, RawPeer
-from tests.synthetic import free_port, wait_for_port
+from tests.synthetic import PATIENCE, free_port, wait_for_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -144,10 +144,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(15)
+            process.wait(PATIENCE)
         if process.poll() is None:
             process.kill()
-            process.wait(10)
+            process.wait(PATIENCE)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])

@@ -5,17 +5,16 @@
 # closed by the caller's fixture; waits are bounded polls, never bare sleeps.
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
-from tests.synthetic import CT_IMAGE_STORAGE, MR_IMAGE_STORAGE, VERIFICATION
+from tests.synthetic import CT_IMAGE_STORAGE, MR_IMAGE_STORAGE, PATIENCE, VERIFICATION
 from workers.handlers.commitment import STORAGE_COMMITMENT_PUSH
 from workers.handlers.mpps import MODALITY_PERFORMED_PROCEDURE_STEP
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-WAIT = 15.0
+WAIT = PATIENCE  # tests.synthetic: generous, never a wall-clock budget
 SERVICES = (VERIFICATION, STORAGE_COMMITMENT_PUSH, MODALITY_PERFORMED_PROCEDURE_STEP)
 
 
@@ -40,15 +39,3 @@ def modality(make_ae: Callable[..., Any], *, title: str = "MODALITY", listen: bo
     if listen:
         ae.add_supported_context(STORAGE_COMMITMENT_PUSH)
     return ae
-
-
-def wait_for(condition: Callable[[], Any], what: str, limit: float = WAIT) -> Any:
-    """Poll `condition` every 20 ms until it is truthy; fail after `limit` seconds."""
-    deadline = time.monotonic() + limit
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {limit} s waiting for {what}")
-        time.sleep(0.02)

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.synthetic import free_port
+from tests.synthetic import PATIENCE, free_port
 
 ACCESS_KEY = "dicomnode-test"
 SECRET_KEY = "dicomnode-test-secret"  # noqa: S105 - a throw-away test server's
@@ -109,10 +109,10 @@ class SeaweedServer:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(30)
+                self.process.wait(PATIENCE)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-                self.process.wait(30)
+                self.process.wait(PATIENCE)
         self.process = None
 
     def environment(self) -> dict[str, str]:

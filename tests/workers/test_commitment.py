@@ -16,7 +16,7 @@ from node import evt
 from node.dicomio import encode_dataset
 from node.dimse.messages import NActionRQ
 from node.dispatch import ServiceRequest
-from tests.synthetic import CT_IMAGE_STORAGE, MR_IMAGE_STORAGE, make_dataset
+from tests.synthetic import CT_IMAGE_STORAGE, MR_IMAGE_STORAGE, PATIENCE, make_dataset
 from tests.workers.network import archive, modality
 from tests.workers.test_qr import ASSOCIATION, FakeChannel
 from workers.handlers import commitment
@@ -263,7 +263,7 @@ def test_storage_commitment_round_trip_with_a_report_on_a_new_association(make_a
         STORAGE_COMMITMENT_INSTANCE,
     )
     assert status.Status == 0x0000
-    event_type, info, sender = reports.get(timeout=15)
+    event_type, info, sender = reports.get(timeout=PATIENCE)
     assert (event_type, sender) == (1, "ARCHIVE")
     assert info.TransactionUID == TRANSACTION
     assert sorted(i.ReferencedSOPInstanceUID for i in info.ReferencedSOPSequence) == sorted(
@@ -283,7 +283,7 @@ def test_storage_commitment_round_trip_with_a_report_on_a_new_association(make_a
     )
     assert status.Status == 0x0000
     association.release()
-    event_type, info, _ = reports.get(timeout=15)
+    event_type, info, _ = reports.get(timeout=PATIENCE)
     assert event_type == 2
     assert info.TransactionUID == "1.2.3.9"
     assert [i.ReferencedSOPInstanceUID for i in info.ReferencedSOPSequence] == [

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from node import evt
-from tests.synthetic import CT_IMAGE_STORAGE, free_port, make_dataset, wait_for_port
+from tests.synthetic import CT_IMAGE_STORAGE, PATIENCE, free_port, make_dataset, wait_for_port
 from tests.workers.network import archive, modality
 from tests.workers.test_commitment import TRANSACTION, action
 from workers.handlers.commitment import STORAGE_COMMITMENT_INSTANCE, STORAGE_COMMITMENT_PUSH
@@ -46,7 +46,7 @@ def _commit_two_objects(make_ae, port: int, called: str) -> tuple[int, Any, int]
         STORAGE_COMMITMENT_INSTANCE,
     )
     assert status.Status == 0x0000
-    report = reports.get(timeout=30)  # while the association is still open
+    report = reports.get(timeout=PATIENCE)  # while the association is still open
     association.release()
     return report
 
@@ -99,7 +99,7 @@ def test_report_on_the_same_association_through_the_cluster(make_ae, tmp_path):
     finally:
         serve.send_signal(signal.SIGTERM)
         try:
-            serve.wait(60)
+            serve.wait(PATIENCE)
         finally:
             if serve.poll() is None:
                 serve.kill()

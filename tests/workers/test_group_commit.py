@@ -4,9 +4,34 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 
+from tests.synthetic import PATIENCE
 from tests.workers.test_index import record
 from workers.store.index import Index
+
+
+def release_when_queued(index: Index, rows: int, gate: threading.Event) -> threading.Thread:
+    """Open `gate` once all `rows` are either in the batch held at the gate or queued behind
+    it (an observed state, not a fixed delay that a loaded machine can outlast)."""
+    held = [0]
+    commit_batch = index._commit_batch
+
+    def counted(batch):
+        held[0] = max(held[0], len(batch))
+        commit_batch(batch)
+
+    index._commit_batch = counted  # type: ignore[method-assign]
+
+    def watch() -> None:
+        deadline = time.monotonic() + PATIENCE
+        while held[0] + len(index._group) < rows and time.monotonic() < deadline:
+            gate.wait(0.001)
+        gate.set()
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    return thread
 
 
 def test_concurrent_adds_share_transactions_and_all_commit(tmp_path):
@@ -19,7 +44,7 @@ def test_concurrent_adds_share_transactions_and_all_commit(tmp_path):
     def counting():
         nonlocal transactions
         transactions += 1
-        gate.wait(5)  # the first commit waits until every writer has queued its row
+        gate.wait(PATIENCE)  # the first commit waits until every writer has queued its row
         with original() as cursor:
             yield cursor
 
@@ -34,12 +59,11 @@ def test_concurrent_adds_share_transactions_and_all_commit(tmp_path):
             errors.append(error)
 
     threads = [threading.Thread(target=add, args=(row,)) for row in rows]
+    release = release_when_queued(index, len(rows), gate)  # before any commit starts
     for thread in threads:
         thread.start()
-    release = threading.Timer(0.3, gate.set)  # by then every thread has queued its row
-    release.start()
     for thread in threads:
-        thread.join(10)
+        thread.join(PATIENCE)
     release.join()
     assert errors == []
     assert index.counts()["instance"] == 16
@@ -60,7 +84,7 @@ def test_a_bad_row_in_a_batch_fails_alone(tmp_path):
 
     @contextlib.contextmanager
     def gated():
-        gate.wait(5)
+        gate.wait(PATIENCE)
         with original_transaction() as cursor:
             yield cursor
 
@@ -76,12 +100,11 @@ def test_a_bad_row_in_a_batch_fails_alone(tmp_path):
 
     rows = [record("1.2.1"), record("1.2.bad"), record("1.2.2"), record("1.2.3")]
     threads = [threading.Thread(target=add, args=(row,)) for row in rows]
+    release = release_when_queued(index, len(rows), gate)  # before any commit starts
     for thread in threads:
         thread.start()
-    release = threading.Timer(0.3, gate.set)
-    release.start()
     for thread in threads:
-        thread.join(10)
+        thread.join(PATIENCE)
     release.join()
     assert isinstance(outcomes["1.2.bad"], ValueError)
     assert [outcomes[uid] for uid in ("1.2.1", "1.2.2", "1.2.3")] == [False, False, False]

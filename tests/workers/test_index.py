@@ -10,6 +10,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from node import cli
 from node.dicomio import encode_dataset
+from tests.synthetic import PATIENCE
 from tests.workers.archive import archive_dataset, archive_datasets
 from workers.store.files import FileStore, StoredObject
 from workers.store.index import (
@@ -234,7 +235,7 @@ def test_concurrent_writers_from_separate_connections(open_index, tmp_path):
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(30)
+        thread.join(PATIENCE)
     assert not errors
     assert open_index().counts() == {"patient": 1, "study": 4, "series": 4, "instance": 80}
 

@@ -13,6 +13,7 @@ from node import evt
 from node.dicomio import decode_dataset, encode_dataset
 from node.dimse.messages import NCreateRQ, NGetRQ, NSetRQ
 from node.dispatch import ServiceRequest
+from tests.synthetic import PATIENCE
 from tests.workers.network import archive, modality
 from tests.workers.test_qr import ASSOCIATION, FakeChannel
 from workers.handlers.common import Handlers
@@ -105,7 +106,7 @@ def test_two_concurrent_completions_one_wins(open_index):
     start = threading.Barrier(len(stores))
 
     def complete(store: MppsStore, n: int) -> None:
-        start.wait(10)
+        start.wait(PATIENCE)
         try:
             store.update(STEP, step("COMPLETED", PerformedProcedureStepDescription=str(n)))
             outcomes.append("ok")
@@ -116,7 +117,7 @@ def test_two_concurrent_completions_one_wins(open_index):
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(30)
+        thread.join(PATIENCE)
     assert sorted(outcomes, key=str) == [272, 272, 272, "ok"]
 
 

@@ -291,8 +291,8 @@ def test_a_remote_sub_operation_times_out_from_when_it_was_sent():
     pending = _RemoteSubOperation(Worker(), 5, _Waiter(), "1.2.3")  # type: ignore[arg-type]
     pending.sent -= 10.0  # sent 10 s ago
     started = time.monotonic()
-    assert pending.status(timeout=10.0) is None
-    assert time.monotonic() - started < 1.0
+    assert pending.status(timeout=10.0) is None  # sent 10 s ago: already past
+    assert time.monotonic() - started < 5.0  # not the 10 s timeout again from now
     assert forgotten == [5]
     answered = _RemoteSubOperation(Worker(), 6, _Waiter(), "1.2.4")  # type: ignore[arg-type]
     answered.waiter.status = 0x0000

@@ -14,7 +14,7 @@ from node.dicomio import encode_dataset
 from node.dimse.commands import NActionRSP, NEventReportRQ
 from node.scu import LoopThread
 from node.transport.server import AcceptorServer, ServerSettings
-from tests.synthetic import CT_IMAGE_STORAGE
+from tests.synthetic import CT_IMAGE_STORAGE, PATIENCE
 from tests.workers.network import modality
 from workers.handlers.commitment import (
     STORAGE_COMMITMENT_INSTANCE,
@@ -106,11 +106,11 @@ def test_our_scu_answers_an_n_event_report_on_its_own_association(make_ae):
             STORAGE_COMMITMENT_INSTANCE,
         )
         assert status.Status == 0x0000
-        event_type, info = reports.get(timeout=10)
+        event_type, info = reports.get(timeout=PATIENCE)
         assert event_type == 1
         assert info.TransactionUID == TRANSACTION
         assert info.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == "1.2.3"
-        assert reporter.statuses.get(timeout=10) == 0x0000  # the SCU's N-EVENT-REPORT-RSP
+        assert reporter.statuses.get(timeout=PATIENCE) == 0x0000  # the SCU's N-EVENT-REPORT-RSP
         association.release()
         assert association.is_released
     finally:

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from node import evt
-from tests.synthetic import free_port, make_dataset
-from tests.workers.network import modality, wait_for
+from tests.synthetic import PATIENCE, free_port, make_dataset, wait_until
+from tests.workers.network import modality
 from tests.workers.stable_handlers import events
 from tests.workers.test_commitment import action
 from tests.workers.test_mpps import step
@@ -75,7 +75,7 @@ def cluster(tmp_path, postgres):
     for process in started:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(60)
+            process.wait(PATIENCE)
         finally:
             if process.poll() is None:
                 process.kill()
@@ -100,7 +100,7 @@ def test_commitment_mpps_and_study_stable_across_worker_processes(make_ae, clust
             return association
         return None
 
-    association = wait_for(connected, "the cluster to answer C-ECHO", limit=60)
+    association = wait_until(connected, "the cluster to answer C-ECHO")
     datasets = [make_dataset(5, study, 1, n) for study in (1, 2) for n in (1, 2)]
     for ds in datasets:
         assert association.send_c_store(ds).Status == 0x0000
@@ -119,11 +119,11 @@ def test_commitment_mpps_and_study_stable_across_worker_processes(make_ae, clust
     assert (refused.Status, refused.ErrorID) == (0x0110, 0xA710)
     association.release()
 
-    event_type, info = reports.get(timeout=30)
+    event_type, info = reports.get(timeout=PATIENCE)
     assert event_type == 1
     assert len(info.ReferencedSOPSequence) == 4
 
-    fired = wait_for(lambda: len(events(tmp_path)) >= 2 and events(tmp_path), "2 stable events")
+    fired = wait_until(lambda: len(events(tmp_path)) >= 2 and events(tmp_path), "2 stable events")
     assert sorted(e["study"] for e in fired) == sorted({ds.StudyInstanceUID for ds in datasets})
     assert all(e["number_of_instances"] == 2 for e in fired)
     threading.Event().wait(QUIET * 3)  # both workers scanned many times since: still two
@@ -137,10 +137,10 @@ def test_study_stable_in_one_process_serve(make_ae, cluster, tmp_path):
         association = modality(make_ae).associate("127.0.0.1", port, ae_title="ARCHIVE")
         return association if association.is_established else None
 
-    association = wait_for(connected, "the node to accept an association", limit=60)
+    association = wait_until(connected, "the node to accept an association")
     ds = make_dataset(6, 1, 1, 1)
     assert association.send_c_store(ds).Status == 0x0000
     association.release()
-    (fired,) = wait_for(lambda: events(tmp_path), "the stable event")
+    (fired,) = wait_until(lambda: events(tmp_path), "the stable event")
     assert (fired["study"], fired["number_of_instances"]) == (ds.StudyInstanceUID, 1)
     assert (tmp_path / "data" / "index.sqlite").is_file()

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from node.observability import STUDIES_STABLE
-from tests.synthetic import make_dataset
+from tests.synthetic import PATIENCE, make_dataset, wait_until
 from tests.workers import stable_handlers
-from tests.workers.network import archive, modality, wait_for
+from tests.workers.network import archive, modality
 from tests.workers.test_index import record
 from workers.store.index import IndexedFileStore, now_ms
 from workers.store.stable import StudyStableMonitor, claim_stable_studies, start_monitor
@@ -66,7 +66,7 @@ def test_several_monitors_fire_exactly_once_per_study(open_index):
     start = threading.Barrier(len(monitors))
 
     def scan(monitor: StudyStableMonitor) -> None:
-        start.wait(10)
+        start.wait(PATIENCE)
         for _ in range(3):
             monitor.check()
 
@@ -74,7 +74,7 @@ def test_several_monitors_fire_exactly_once_per_study(open_index):
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(30)
+        thread.join(PATIENCE)
     assert sorted(fired) == sorted(f"{n}.1" for n in range(20))
     assert sum(m.fired for m in monitors) == 20
 
@@ -89,13 +89,13 @@ def test_the_monitor_thread_fires_once_per_quiet_period(tmp_path, caplog):
         assert monitor.start() is monitor  # already running: the same thread
         assert monitor.interval == pytest.approx(QUIET / 4)
         store.index.add(record("1.1.1.1", study="1.1", series="1.1.1"))
-        study, info = events.get(timeout=10)
+        study, info = events.get(timeout=PATIENCE)
         assert study == "1.1"
         assert info["number_of_instances"] == 1
         with pytest.raises(queue.Empty):
             events.get(timeout=QUIET * 2)  # quiet and already fired: nothing more
         store.index.add(record("1.1.1.2", study="1.1", series="1.1.1"))
-        study, info = events.get(timeout=10)
+        study, info = events.get(timeout=PATIENCE)
         assert (study, info["number_of_instances"]) == ("1.1", 2)
     finally:
         monitor.stop()
@@ -113,12 +113,12 @@ def test_a_failing_callback_or_database_is_logged_and_the_monitor_goes_on(open_i
         raise RuntimeError("callback broke")
 
     monitor = StudyStableMonitor(index, 0.001, broken)
-    wait_for(monitor.check, "the study to be claimed")
+    wait_until(monitor.check, "the study to be claimed")
     assert "callback broke" in caplog.text
     silent = StudyStableMonitor(index, 0.001, None)
     assert silent.check() == []  # already fired
     index.add(record("1.1.1.2", study="1.1", series="1.1.1"))
-    wait_for(silent.check, "the study to be claimed again, without a callback")
+    wait_until(silent.check, "the study to be claimed again, without a callback")
     assert silent.fired == 1
     index.close()
     assert monitor.check() == []
@@ -142,7 +142,7 @@ def test_study_stable_over_the_network_in_process(make_ae, tmp_path):
         for ds in datasets:
             assert association.send_c_store(ds).Status == 0x0000
         association.release()
-        fired = sorted([events.get(timeout=10), events.get(timeout=10)])
+        fired = sorted([events.get(timeout=PATIENCE), events.get(timeout=PATIENCE)])
         assert fired == sorted({ds.StudyInstanceUID for ds in datasets})
         with pytest.raises(queue.Empty):
             events.get(timeout=QUIET * 2)
