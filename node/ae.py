@@ -7,6 +7,7 @@
 # the loop because they decide what goes on the wire.
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import threading
@@ -795,7 +796,9 @@ class ApplicationEntity:
             dimse_timeout=self._dimse_timeout,
             network_timeout=self._network_timeout,
             maximum_pdu_size=max_pdu,
-            handlers=self._handlers(evt_handlers),
+            serve_requests=functools.partial(
+                ThreadDispatcher, self._handlers(evt_handlers), threads=2
+            ),
         )
         ssl_context, hostname = tls_args if tls_args else (None, None)
         if self.on_make_connection is not None:

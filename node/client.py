@@ -3,8 +3,9 @@
 # Rules: async first (`AsyncAssociation`, usable with `async with`); the blocking
 # `Association` the seed API returns runs the same coroutines on a background event loop
 # thread. Responses are matched to requests by Message ID; requests the peer sends us
-# (C-STORE sub-operations of a C-GET, N-EVENT-REPORT) run through the same service handlers
-# as the SCP, on a thread pool. Every wait has a deadline (dimse_timeout / acse_timeout).
+# (C-STORE sub-operations of a C-GET, N-EVENT-REPORT) go to the dispatcher the settings'
+# serve_requests makes (the AE's own service handlers on a thread pool): this module imports
+# no service code. Every wait has a deadline (dimse_timeout / acse_timeout).
 from __future__ import annotations
 
 import asyncio
@@ -17,7 +18,6 @@ from node.acse.requestor import validate_associate_ac
 from node.dimse.commands import CCancelRQ, CStoreRSP
 from node.dimse.status import StatusCategory, classify
 from node.dispatch import AssociationInfo, ServiceRequest, StorageContext
-from node.local import ThreadDispatcher
 from node.transport.connection import Connection
 from node.ul.association import Role
 from node.ul.errors import RemoteProtocolError
@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
     from node.acse.contexts import NegotiatedContext
     from node.dimse.commands import DimseMessage
+    from node.dispatch import Dispatcher
     from node.ul.pdu import PDU
-    from workers.handlers.common import Handlers
 
 log = logging.getLogger("dicomnode.scu")
 
@@ -45,7 +45,10 @@ class ClientSettings:
     dimse_timeout: float | None = None
     network_timeout: float | None = 60.0
     maximum_pdu_size: int = 16382
-    handlers: Handlers | None = None
+    #: Makes the dispatcher that runs the peer's requests on this association (C-GET
+    #: sub-operations, N-EVENT-REPORT); injected by the AE (its in-process handlers) so the
+    #: client knows no service code. None: such requests are refused.
+    serve_requests: Callable[[], Dispatcher] | None = None
 
 
 @dataclass
@@ -71,7 +74,7 @@ class ClientConnection(Connection):
         self.released: asyncio.Future[None] = self.loop.create_future()
         self.contexts: tuple[NegotiatedContext, ...] = ()
         self.pending: dict[int, _Pending] = {}
-        self.dispatcher: ThreadDispatcher | None = None
+        self.dispatcher: Dispatcher | None = None
         self.info: AssociationInfo | None = None
         self.aborted_reason: str | None = None
         self.in_flight: dict[int, ServiceRequest] = {}
@@ -133,10 +136,10 @@ class ClientConnection(Connection):
             self.provider_abort(RemoteProtocolError(f"request on unknown context {context_id}"))
             return
         if self.dispatcher is None:
-            if self.settings.handlers is None:
+            if self.settings.serve_requests is None:
                 self._refuse(context_id, command)
                 return
-            self.dispatcher = ThreadDispatcher(self.settings.handlers, threads=2)
+            self.dispatcher = self.settings.serve_requests()
         self._submit(context_id, context, command, dataset)
 
     def _submit(

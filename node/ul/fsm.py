@@ -322,3 +322,19 @@ def render_markdown() -> str:
             next_state = f"{action.next_state.label} or {action.otherwise_next_state.label}"
         lines.append(f"| {action.name} | {action.definition} | {next_state} |")
     return "\n".join(lines) + "\n"
+
+
+DOCUMENT_HEADER: Final = """# The DICOM Upper Layer state machine
+
+Generated from `node/ul/fsm.py` (the table the association runs on) by
+`python scripts/state_machine_doc.py`; `tests/ul/test_state_machine_doc.py` fails when this
+file and the table differ. Source: PS3.8 section 9.2, Tables 9-1..9-10. Each cell of the
+transition table names the action taken for an event in a state; a blank cell is a blank of
+the standard: a local primitive there is refused (LocalProtocolError) and changes nothing.
+
+"""
+
+
+def render_document() -> str:
+    """docs/state-machine.md: the header above, then render_markdown()."""
+    return DOCUMENT_HEADER + render_markdown()
