@@ -31,17 +31,26 @@ log = logging.getLogger("dicomnode.acceptor")
 
 STORAGE_COMMITMENT_PUSH = "1.2.840.10008.1.20.1"
 MODALITY_PERFORMED_PROCEDURE_STEP = "1.2.840.10008.3.1.2.3.3"
+MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
 #: Default --max-dataset-size: 4 GiB, the longest value one element can have (PS3.5 7.1.1).
 DEFAULT_MAXIMUM_DATASET_SIZE = 4 << 30
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 def build_server_ae(
-    ae_title: str, port: int, bind: str, *, maximum_associations: int, maximum_pdu: int
+    ae_title: str,
+    port: int,
+    bind: str,
+    *,
+    maximum_associations: int,
+    maximum_pdu: int,
+    worklist: bool = False,
 ) -> AE:
     """The AE `serve` and `acceptor` run: Verification, every storage SOP class in any
     transfer syntax (both roles, so C-GET sub-operations work), Query/Retrieve, Storage
-    Commitment and MPPS."""
+    Commitment and MPPS. Modality Worklist FIND only with `worklist` (a handler serves it:
+    the built-in archive does not), so an SCU sees the context refused, as dcmqrscp does,
+    rather than accepted and every query failed."""
     ae = AE(ae_title=ae_title, port=port, bind_addr=bind)
     ae.maximum_associations = maximum_associations
     ae.maximum_pdu_size = maximum_pdu
@@ -52,7 +61,7 @@ def build_server_ae(
     for uid in ALL_STORAGE_SOP_CLASSES:
         ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
     for uid in (
-        *QUERY_RETRIEVE_SOP_CLASSES,
+        *(uid for uid in QUERY_RETRIEVE_SOP_CLASSES if worklist or uid != MODALITY_WORKLIST_FIND),
         STORAGE_COMMITMENT_PUSH,
         MODALITY_PERFORMED_PROCEDURE_STEP,
     ):
@@ -169,6 +178,15 @@ def tls_server_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     return server_context(args.tls_certificate, args.tls_key, args.tls_ca)
 
 
+def serves_worklist(handlers_module: str | None) -> bool:
+    """Whether the --handlers module answers C-FIND (on_c_find), hence Modality Worklist."""
+    if not handlers_module:
+        return False
+    import importlib
+
+    return callable(getattr(importlib.import_module(handlers_module), "on_c_find", None))
+
+
 def forwarded_access_arguments(args: argparse.Namespace) -> list[str]:
     """The options of add_access_options() beyond --require-called/calling-aet, as the
     acceptor processes of `serve --workers N` take them."""
@@ -218,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="acceptor processes sharing the port (SO_REUSEPORT)",
+    )
+    parser.add_argument(
+        "--worklist",
+        action="store_true",
+        help="offer Modality Worklist FIND (the workers' --handlers answer it with on_c_find)",
     )
     parser.add_argument(
         "--local-echo",
@@ -270,6 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.bind,
         maximum_associations=args.max_associations,
         maximum_pdu=args.max_pdu,
+        worklist=args.worklist,
     )
     from broker.curve import client_keys_from_args
 

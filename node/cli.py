@@ -486,6 +486,7 @@ def command_find(args: argparse.Namespace) -> int:
         ae.add_requested_context(uid)
     rows: list[dict[str, str]] = []
     final = None
+    final_status: Any = None
     try:
         association = _associate(ae, args)
         for status, result in association.send_c_find(identifier, query_model=args.model):
@@ -493,7 +494,7 @@ def command_find(args: argparse.Namespace) -> int:
             if code in (0xFF00, 0xFF01) and result is not None:
                 rows.append({e.keyword or str(e.tag): str(e.value) for e in result})
             else:
-                final = code
+                final, final_status = code, status
         association.release()
     finally:
         ae.stop()
@@ -502,10 +503,32 @@ def command_find(args: argparse.Namespace) -> int:
     else:
         _print_table(rows)
     if final != 0:
-        shown = "none" if final is None else f"0x{final:04X}"
-        print(f"C-FIND ended with status {shown}", file=sys.stderr)
+        print(f"C-FIND ended with status {_status_reason(final, final_status)}", file=sys.stderr)
         return EXIT_FAILURE
     return 0
+
+
+def _status_reason(code: int | None, status: Any) -> str:
+    """`A900H Failure: Identifier does not match SOP Class (...)`: the PS3.4 meaning of a
+    C-FIND final status with the peer's Error Comment and Offending Element when sent."""
+    if code is None:
+        return "none (no final response)"
+    from node.dimse.messages import CommandField
+    from node.dimse.status import describe
+
+    text = describe(code, CommandField.C_FIND_RQ)
+    comment = status.get("ErrorComment") if status is not None else None
+    if comment:
+        text += f": {comment}"
+    offending = status.get("OffendingElement") if status is not None else None
+    if offending:
+        tags = offending if isinstance(offending, list | tuple) else [offending]
+        text += (
+            " (offending element "
+            + ", ".join(f"({int(t) >> 16:04X},{int(t) & 0xFFFF:04X})" for t in tags)
+            + ")"
+        )
+    return text
 
 
 def _retrieve_summary(name: str, final: Any) -> int:
@@ -618,7 +641,7 @@ def command_serve(args: argparse.Namespace) -> int:
         logging.getLogger("dicomnode.serve").info("%s", banner)
     else:
         print(banner, flush=True)
-    from node.acceptor import forwarded_access_arguments, tls_server_context
+    from node.acceptor import forwarded_access_arguments, serves_worklist, tls_server_context
 
     ssl_context = tls_server_context(args)  # a bad certificate or key fails here, at once
     if args.workers:
@@ -654,7 +677,8 @@ def command_serve(args: argparse.Namespace) -> int:
                 index=args.index,
                 store=args.store,
                 study_stable_seconds=args.study_stable_seconds,
-                acceptor_arguments=forwarded_access_arguments(args),
+                acceptor_arguments=forwarded_access_arguments(args)
+                + (["--worklist"] if serves_worklist(args.handlers) else []),
             )
         )
         return cluster.run()

@@ -273,3 +273,24 @@ def test_get_and_move(make_ae, capsys, tmp_path: Path):
     assert code == 0, err
     assert "C-MOVE status 0x0000: completed 3, failed 0, warning 0" in stdout
     assert sorted(moved) == sorted(str(ds.SOPInstanceUID) for ds in datasets)
+
+
+def test_find_failure_prints_the_status_meaning_and_the_peers_error_comment(make_ae, capsys):
+    def on_c_find(ds, context, info):
+        status = Dataset()
+        status.Status = 0xA900
+        status.ErrorComment = "SeriesInstanceUID missing"
+        status.OffendingElement = [0x0020000E]
+        yield status, None
+
+    ae = make_ae("FAILSCP")
+    for context in QueryRetrievePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax)
+    ae.on_c_find = on_c_find
+    ae.start(block=False)
+    code, _out, err = _run(
+        capsys, "find", "127.0.0.1", ae.port, "-S", "-k", "QueryRetrieveLevel=IMAGE"
+    )
+    assert code == 1
+    assert "C-FIND ended with status A900H Failure: " in err
+    assert "SeriesInstanceUID missing (offending element (0020,000E))" in err
