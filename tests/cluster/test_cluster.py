@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from node import AE
@@ -350,6 +351,33 @@ def test_find_get_move_cancel_and_n_action_across_processes(
     kinds = {entry["kind"] for entry in cluster.served()}
     assert {"find", "get", "move", "action"} <= kinds
     assert {entry["pid"] for entry in cluster.served()} <= set(cluster.pids("workers"))
+
+
+def test_builtin_archive_lists_a_study_s_images_with_a_universal_series_uid(
+    serve: Callable[..., Serve], tmp_path: Path
+):
+    """Issue 14 item 1 through `dicomnode serve`: the built-in archive's C-FIND at IMAGE
+    level with Series Instance UID empty answers every image of the study."""
+    files = write_datasets(make_datasets(patients=1, studies=1, series=2, instances=2), tmp_path)
+    cluster = serve(1, 1)
+    stored = run_tool(["storescu", "127.0.0.1", cluster.port, *files])
+    assert stored.returncode == 0, stored.output
+    out = tmp_path / "found"
+    out.mkdir()
+    study = files[0].stem.rsplit(".", 2)[0]
+    find = run_tool(
+        [
+            "findscu", "-S", "-X", "-od", out, "-aec", "DICOMNODE",
+            "-k", "QueryRetrieveLevel=IMAGE", "-k", f"StudyInstanceUID={study}",
+            "-k", "SeriesInstanceUID=", "-k", "SOPInstanceUID=",
+            "127.0.0.1", cluster.port,
+        ]
+    )  # fmt: skip
+    assert find.returncode == 0, find.output
+    responses = [dcmread(path) for path in sorted(out.glob("rsp*.dcm"))]
+    assert {(r.SeriesInstanceUID, r.SOPInstanceUID) for r in responses} == {
+        (f"{study}.{series}", f"{study}.{series}.{n}") for series in (1, 2) for n in (1, 2)
+    }
 
 
 def test_two_acceptors_two_workers_eight_associations(serve: Callable[..., Serve], tmp_path: Path):

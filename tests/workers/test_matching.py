@@ -210,11 +210,10 @@ def test_retrieve_statements():
         (STUDY_FIND, identifier("FRAME"), 0x00080052),
         (PATIENT_STUDY_ONLY_FIND, identifier("SERIES", PatientID="X"), 0x00080052),
         (PATIENT_FIND, identifier("STUDY"), 0x00100020),
-        (PATIENT_FIND, identifier("STUDY", PatientID=""), 0x00100020),
-        (PATIENT_FIND, identifier("STUDY", PatientID="PID*"), 0x00100020),
         (STUDY_FIND, identifier("SERIES"), 0x0020000D),
-        (STUDY_FIND, identifier("SERIES", StudyInstanceUID=["1.2", "1.3"]), 0x0020000D),
+        (STUDY_FIND, identifier("SERIES", StudyInstanceUID="1.2*"), 0x0020000D),
         (STUDY_FIND, identifier("IMAGE", StudyInstanceUID="1.2"), 0x0020000E),
+        (STUDY_FIND, identifier("IMAGE", StudyInstanceUID="", SeriesInstanceUID="?"), 0x0020000E),
     ],
 )
 def test_identifiers_that_do_not_match_the_model(sop_class, ds, offending):
@@ -225,10 +224,38 @@ def test_identifiers_that_do_not_match_the_model(sop_class, ds, offending):
     assert raised.value.comment
 
 
+def test_unique_keys_above_the_level_are_matched_as_dcmqrscp_matches_them():
+    """dcmqrscp's hierarchicalCompare needs each higher unique key present and matches its
+    value like any key's: empty is universal, a UID list matches any, a Patient ID may have
+    a wild card (issue 14 item 1)."""
+    query = parse_identifier(
+        identifier("IMAGE", StudyInstanceUID="1.2", SeriesInstanceUID="", SOPInstanceUID=""),
+        STUDY_FIND,
+    )
+    assert query.level is Level.IMAGE
+    assert [c.target.keyword for c in query.conditions] == ["StudyInstanceUID"]
+    query = parse_identifier(identifier("SERIES", StudyInstanceUID=["1.2", "1.3"]), STUDY_FIND)
+    assert query.conditions == (
+        Condition(BY_KEYWORD["StudyInstanceUID"], (Match(MatchKind.UID_LIST, ("1.2", "1.3")),)),
+    )
+    query = parse_identifier(identifier("STUDY", PatientID="PID*"), PATIENT_FIND)
+    assert query.conditions == (
+        Condition(BY_KEYWORD["PatientID"], (Match(MatchKind.WILDCARD, ("PID*",)),)),
+    )
+    assert not parse_identifier(identifier("STUDY", PatientID=""), PATIENT_FIND).conditions
+
+
 def test_retrieve_needs_the_unique_key_of_its_own_level_and_allows_a_list():
     with pytest.raises(QueryError) as raised:
         parse_identifier(identifier("STUDY", StudyInstanceUID=""), STUDY_MOVE, retrieve=True)
     assert raised.value.offending_element == 0x0020000D
+    assert "at the STUDY level" in raised.value.comment
+    query = parse_identifier(
+        identifier("IMAGE", StudyInstanceUID="", SeriesInstanceUID="", SOPInstanceUID="1.2.3"),
+        STUDY_MOVE,
+        retrieve=True,
+    )
+    assert [c.target.keyword for c in query.conditions] == ["SOPInstanceUID"]
     query = parse_identifier(
         identifier("STUDY", StudyInstanceUID=["1.2", "1.3"], PatientName="X*"),
         STUDY_MOVE,
@@ -373,6 +400,27 @@ def test_each_level_of_patient_root(archive_index):
         PATIENT_FIND,
         identifier("SERIES", PatientID="PID001", StudyInstanceUID=f"{ROOT}.2.1"),
     )
+
+
+def test_universal_unique_keys_above_the_level_match_every_entity(archive_index):
+    """The query of issue 14 item 1: every image of a study, whatever its series."""
+    ds = identifier(
+        "IMAGE", StudyInstanceUID=f"{ROOT}.2.1", SeriesInstanceUID="", SOPInstanceUID=""
+    )
+    images = {f"{ROOT}.2.1.{series}.{n}" for series in (1, 2) for n in (1, 2, 3)}
+    assert uids(archive_index, STUDY_FIND, ds) == images
+    rows = archive_index.find(parse_identifier(ds, STUDY_FIND))
+    assert {row["SeriesInstanceUID"] for row in rows} == {f"{ROOT}.2.1.1", f"{ROOT}.2.1.2"}
+    every = identifier("SERIES", PatientID="", StudyInstanceUID="", SeriesInstanceUID="")
+    assert len(uids(archive_index, PATIENT_FIND, every)) == 12
+    listed = identifier("SERIES", StudyInstanceUID=[f"{ROOT}.1.1", f"{ROOT}.3.2"])
+    assert uids(archive_index, STUDY_FIND, listed) == {
+        f"{ROOT}.{study}.{series}" for study in ("1.1", "3.2") for series in (1, 2)
+    }
+    wild = identifier("STUDY", PatientID="PID00[13]*", StudyInstanceUID="")
+    assert uids(archive_index, PATIENT_FIND, wild) == set()  # `[` is literal in DICOM
+    wild = identifier("STUDY", PatientID="PID00?", StudyInstanceUID="")
+    assert len(uids(archive_index, PATIENT_FIND, wild)) == 6
 
 
 def test_derived_keys_are_computed(archive_index):

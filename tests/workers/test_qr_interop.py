@@ -154,6 +154,28 @@ def test_find_response_carries_the_requested_keys(served):
     assert response.QueryRetrieveLevel == "STUDY"
 
 
+def test_findscu_lists_a_study_s_images_with_a_universal_series_uid(served):
+    """Issue 14 item 1: the query many viewers send to list a study's images; each response
+    carries the actual Series Instance UID (as dcmqrscp and Orthanc answer)."""
+    out = served.folder("images")
+    result = run_tool(
+        [
+            "findscu", "-S", "-X", "-od", out, "-aec", TITLE,
+            "-k", "QueryRetrieveLevel=IMAGE", "-k", f"StudyInstanceUID={study(2, 1)}",
+            "-k", "SeriesInstanceUID=", "-k", "SOPInstanceUID=",
+            "127.0.0.1", served.ae.port,
+        ]
+    )  # fmt: skip
+    assert result.returncode == 0, result.output
+    responses = [dcmread(path) for path in sorted(out.glob("rsp*.dcm"))]
+    assert {r.SOPInstanceUID for r in responses} == {
+        f"{study(2, 1)}.{series}.{n}" for series in (1, 2) for n in (1, 2, 3)
+    }
+    for response in responses:
+        assert response.SeriesInstanceUID == response.SOPInstanceUID.rsplit(".", 1)[0]
+        assert response.StudyInstanceUID == study(2, 1)
+
+
 def test_bad_identifier_answers_a900_to_our_scu(served):
     scu = AE(ae_title="SCU")
     scu.add_requested_context("1.2.840.10008.5.1.4.1.2.2.1")
@@ -266,6 +288,15 @@ COMPARED = [
             "InstanceNumber": "2",
         },
     ),
+    # universal, listed and wild card unique keys above the level (issue 14 item 1)
+    (
+        "-S",
+        {"QueryRetrieveLevel": "IMAGE", "StudyInstanceUID": study(2, 1), "SeriesInstanceUID": ""},
+    ),
+    ("-S", {"QueryRetrieveLevel": "SERIES", "StudyInstanceUID": "", "Modality": "MR"}),
+    ("-P", {"QueryRetrieveLevel": "SERIES", "PatientID": "", "StudyInstanceUID": study(3, 1)}),
+    ("-P", {"QueryRetrieveLevel": "STUDY", "PatientID": "PID00?", "StudyDate": "-20200610"}),
+    ("-S", {"QueryRetrieveLevel": "SERIES", "StudyInstanceUID": f"{study(1, 2)}\\{study(3, 1)}"}),
 ]
 
 

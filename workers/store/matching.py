@@ -5,10 +5,13 @@
 # matching, case-sensitive wildcard matching (`*`, `?`) for AE/CS/LO/LT/PN/SH/ST/UC/UR/UT, range
 # matching for DA/TM, list of UID matching for UI, universal matching for an empty value (or a
 # lone `*`); leading and trailing spaces are not significant. Several values of a non-UID key
-# match when any of them does. The hierarchy of PS3.4 C.4.1.2.1 / C.4.2.2.1 is enforced: every
-# level above the query level needs a single-valued unique key, a retrieve also at its own
-# level, else 0xA900 (Identifier does not match SOP Class). Keys below the query level are not
-# matched (they come back empty). Peer values only ever travel as SQL parameters; column names
+# match when any of them does. The hierarchy of PS3.4 C.4.1.2.1 / C.4.2.2.1 as dcmqrscp applies
+# it: every level above the query level needs its unique key PRESENT, else 0xA900 (Identifier
+# does not match SOP Class); its value is matched like any key's, so an empty one is universal
+# and a list of UIDs matches any (dcmqrscp's hierarchicalCompare), while a wild card in a UID
+# is refused (no UID has one; a Patient ID may have one). A retrieve also needs a non-empty
+# unique key (or UID list) at its own level. Keys below the query level are not matched (they
+# come back empty). Peer values only ever travel as SQL parameters; column names
 # come from the schema table, never from the identifier.
 from __future__ import annotations
 
@@ -268,19 +271,24 @@ def _level(elements: dict[int, Element], model: InformationModel) -> Level:
     return level
 
 
-def _check_unique_key(elements: dict[int, Element], level: Level, *, allow_list: bool) -> None:
+def _check_unique_key(elements: dict[int, Element], level: Level, *, own_level: bool) -> None:
+    """The unique key of `level` in a hierarchical identifier: present above the query level
+    (empty = universal, as dcmqrscp matches it), non-empty at a retrieve's own level."""
     unique = UNIQUE_KEYS[level]
-    values = [v for v in element_values(elements.get(unique.tag)) if v]
-    if not values:
+    if unique.tag not in elements:
         raise QueryError(f"{unique.keyword} is required below the {level.name} level", unique.tag)
-    if (len(values) > 1 and not allow_list) or any("*" in v or "?" in v for v in values):
-        raise QueryError(f"{unique.keyword} must be a single value here", unique.tag)
+    values = [v for v in element_values(elements[unique.tag]) if v]
+    if own_level and not values:
+        raise QueryError(f"{unique.keyword} is required at the {level.name} level", unique.tag)
+    if unique.vr == "UI" and any("*" in v or "?" in v for v in values):
+        raise QueryError(f"{unique.keyword} cannot be matched with a wild card", unique.tag)
 
 
 def parse_identifier(identifier: Dataset, sop_class_uid: str, *, retrieve: bool = False) -> Query:
     """Read a request identifier for the model of `sop_class_uid` (PS3.4 C.4.1.1.3, C.4.2.1.4).
 
-    Raises QueryError (status 0xA900) for a bad level or a missing / multi-valued unique key.
+    Raises QueryError (status 0xA900) for a bad level, a unique key missing above the level
+    (or empty at a retrieve's own level), or a wild card in a unique UID key.
     """
     model = MODELS.get(sop_class_uid)
     if model is None:
@@ -290,7 +298,7 @@ def parse_identifier(identifier: Dataset, sop_class_uid: str, *, retrieve: bool 
     for above in model.levels:
         if above > level or (above == level and not retrieve):
             break
-        _check_unique_key(elements, above, allow_list=above == level)
+        _check_unique_key(elements, above, own_level=above == level)
     terms = element_values(elements.get(SPECIFIC_CHARACTER_SET))
     character_set = tuple(terms) if any(terms) else ()  # a first empty term is the default
     encodings = convert_encodings(list(character_set) or None)
