@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol
 
 from broker import wire
+from node.dimse.status import Status, StorageStatus
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -37,9 +38,6 @@ Part = Frame | bytes
 #: A request is named by (acceptor, assoc_id, msg_id) (DESIGN.md "Flows").
 RequestKey = tuple[str, int | str, int]
 
-STATUS_CANCEL: Final = 0xFE00  # PS3.7 C.4: Cancel
-STATUS_OUT_OF_RESOURCES: Final = 0xA700  # PS3.4 B.2.3 / C.4.1.1.4: Refused: Out of Resources
-STATUS_PROCESSING_FAILURE: Final = 0x0110  # PS3.7 C.4.2: Processing failure
 
 #: Command fields whose services define 0xA700 "Refused: Out of Resources" (C-STORE, C-FIND).
 _OUT_OF_RESOURCES_COMMANDS: Final = frozenset({0x0001, 0x0020})
@@ -55,8 +53,8 @@ def worker_lost_status(command_field: int) -> int:
     everything else (C-ECHO, C-GET, C-MOVE, N-*) answers 0x0110 Processing failure (PS3.7 C.4.2).
     """
     if command_field in _OUT_OF_RESOURCES_COMMANDS:
-        return STATUS_OUT_OF_RESOURCES
-    return STATUS_PROCESSING_FAILURE
+        return StorageStatus.OUT_OF_RESOURCES
+    return Status.PROCESSING_FAILURE
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,7 +378,9 @@ class BrokerState:
             return [self._timeout(request)]
         if len(self._queue) >= self._max_queue and not self._available:
             self.counters["busy"] += 1
-            return [self._answer(request, STATUS_OUT_OF_RESOURCES, "Busy", "the queue is full")]
+            return [
+                self._answer(request, StorageStatus.OUT_OF_RESOURCES, "Busy", "the queue is full")
+            ]
         self._queue[key] = request
         return self._dispatch(now)
 
@@ -393,7 +393,7 @@ class BrokerState:
         queued = self._queue.pop(key, None)
         if queued is not None:
             self.counters["cancelled"] += 1
-            return [self._answer(queued, STATUS_CANCEL, "Cancelled", "cancelled while queued")]
+            return [self._answer(queued, Status.CANCEL, "Cancelled", "cancelled while queued")]
         request = self._in_flight.get(key)
         if request is None or request.worker is None:
             self.counters["late_cancels"] += 1
@@ -556,7 +556,7 @@ class BrokerState:
                 self.counters["dropped"] += 1
             elif request.cancelled:
                 self.counters["cancelled"] += 1
-                actions.append(self._answer(request, STATUS_CANCEL, "Cancelled", "worker lost"))
+                actions.append(self._answer(request, Status.CANCEL, "Cancelled", "worker lost"))
             elif request.idempotent and request.retry == 0 and request.parts:
                 request.retry = 1
                 request.envelope["retry"] = 1
@@ -615,7 +615,7 @@ class BrokerState:
     def _timeout(self, request: _Request) -> SendToAcceptor:
         self.counters["timeouts"] += 1
         return self._answer(
-            request, STATUS_OUT_OF_RESOURCES, "Timeout", "deadline passed while queued"
+            request, StorageStatus.OUT_OF_RESOURCES, "Timeout", "deadline passed while queued"
         )
 
     def _answer(self, request: _Request, status: int, error_type: str, text: str) -> SendToAcceptor:

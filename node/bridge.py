@@ -23,38 +23,16 @@ import zmq.asyncio
 
 from broker import wire
 from node.dimse.commands import decode_command, encode_command
-from node.dimse.messages import RESPONSE_CLASS
+from node.dimse.messages import failure_response
+from node.dimse.status import Status, StorageStatus
 
 if TYPE_CHECKING:
-    from node.dimse.commands import DimseMessage
     from node.dispatch import ReplySink, ServiceRequest
 
 log = logging.getLogger("dicomnode.bridge")
 
 #: Deadline for requests when the AE has no dimse_timeout: nothing waits forever.
 DEFAULT_REQUEST_TIMEOUT = 600.0
-OUT_OF_RESOURCES = 0xA700
-PROCESSING_FAILURE = 0x0110
-
-
-def failure_response(command: DimseMessage, status: int, comment: str) -> DimseMessage:
-    """The final response of the right type for `command` (PS3.7 Annex C statuses)."""
-    response_class: Any = RESPONSE_CLASS[command.COMMAND_FIELD]
-    fields: dict[str, Any] = {
-        "message_id_being_responded_to": int(getattr(command, "message_id", 0)),
-        "status": status,
-        "error_comment": comment[:64],
-    }
-    sop_class = getattr(command, "affected_sop_class_uid", None) or getattr(
-        command, "requested_sop_class_uid", None
-    )
-    if sop_class is not None and "affected_sop_class_uid" in response_class.__dataclass_fields__:
-        fields["affected_sop_class_uid"] = sop_class
-    instance = getattr(command, "affected_sop_instance_uid", None)
-    if instance is not None and "affected_sop_instance_uid" in response_class.__dataclass_fields__:
-        fields["affected_sop_instance_uid"] = instance
-    response: DimseMessage = response_class(**fields)
-    return response
 
 
 #: Unacknowledged streamed bytes per stream before the acceptor stops reading that socket.
@@ -174,7 +152,7 @@ class ZmqDispatcher:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._fail_all(PROCESSING_FAILURE, "acceptor shutting down")
+        self._fail_all(Status.PROCESSING_FAILURE, "acceptor shutting down")
         if self.socket is not None:
             self.socket.close(0)
         if self.context is not None:
@@ -262,11 +240,11 @@ class ZmqDispatcher:
             if envelope["kind"] == wire.CHUNK:  # the worker would miss it: give up the stream
                 key = (envelope["assoc_id"], envelope["msg_id"])
                 self.cancel(*key)
-                self._fail(key, OUT_OF_RESOURCES, "broker link is full")
+                self._fail(key, StorageStatus.OUT_OF_RESOURCES, "broker link is full")
             elif envelope["kind"] == wire.REQUEST:
                 self._fail(
                     (envelope["assoc_id"], envelope["msg_id"]),
-                    OUT_OF_RESOURCES,
+                    StorageStatus.OUT_OF_RESOURCES,
                     "broker link is full",
                 )
 
@@ -419,10 +397,12 @@ class ZmqDispatcher:
             for key, (_request, _sink, deadline) in list(self.pending.items()):
                 if now > deadline:
                     self.cancel(*key)
-                    self._fail(key, PROCESSING_FAILURE, "no response from the cluster in time")
+                    self._fail(
+                        key, Status.PROCESSING_FAILURE, "no response from the cluster in time"
+                    )
             if now - self._last_heard > interval * self.heartbeat_liveness:
                 log.warning("broker silent for %.1f s: reconnecting", now - self._last_heard)
-                self._fail_all(PROCESSING_FAILURE, "broker connection lost")
+                self._fail_all(Status.PROCESSING_FAILURE, "broker connection lost")
                 if self.socket is not None:
                     self.socket.close(0)
                 self.socket = self._connect()

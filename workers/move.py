@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from node.acse.requestor import build_associate_rq
 from node.client import ClientSettings, open_association
 from node.dicomio import Part10, stored_transfer_syntax
+from node.dimse.status import QueryRetrieveStatus
 from node.presets import StoragePresentationContexts, build_context
 from node.scu import UNCOMPRESSED, AsyncAssociation, LoopThread
 
@@ -31,7 +32,6 @@ _runner: LoopThread | None = None
 
 #: Implementation identity of move sub-associations (same as the AE's).
 IMPLEMENTATION_CLASS_UID = "2.25.283479113923592446473716104451470361611"
-UNABLE_TO_PERFORM = 0xA702
 MOVE_DESTINATION_FAILED = 0xA801
 
 
@@ -105,12 +105,12 @@ class MoveDestination:
             else str(dataset.get("SOPInstanceUID", ""))
         )
         if self.failed:
-            return UNABLE_TO_PERFORM, sop_instance
+            return QueryRetrieveStatus.OUT_OF_RESOURCES_SUBOPERATIONS, sop_instance
         if self.association is None:
             self.association = self._open(dataset)
             if self.association is None:
                 self.failed = True
-                return UNABLE_TO_PERFORM, sop_instance
+                return QueryRetrieveStatus.OUT_OF_RESOURCES_SUBOPERATIONS, sop_instance
         association = self.association
         try:
             status = _loop().run(
@@ -125,8 +125,8 @@ class MoveDestination:
             log.warning("C-MOVE: cannot send %s: %s", sop_instance, error)
             if not association.is_established:  # the destination is gone: so are the rest
                 self.failed = True
-            return UNABLE_TO_PERFORM, sop_instance
+            return QueryRetrieveStatus.OUT_OF_RESOURCES_SUBOPERATIONS, sop_instance
         if "Status" not in status:
             self.failed = True
-            return UNABLE_TO_PERFORM, sop_instance
+            return QueryRetrieveStatus.OUT_OF_RESOURCES_SUBOPERATIONS, sop_instance
         return int(status.Status), sop_instance

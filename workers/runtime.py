@@ -25,6 +25,7 @@ import zmq
 
 from broker import wire
 from node.dimse.commands import decode_command, encode_command
+from node.dimse.status import Status
 from node.dispatch import AssociationInfo, ServiceRequest, StorageContext
 from workers.service import handle_request
 
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("dicomnode.worker")
 
 SUBOPERATION_TIMEOUT = 120.0
-PROCESSING_FAILURE = 0x0110
 
 
 @dataclass
@@ -438,7 +438,7 @@ class Worker:
                 [
                     b"",
                     wire.error_envelope(
-                        envelope, PROCESSING_FAILURE, type(error).__name__, str(error)
+                        envelope, Status.PROCESSING_FAILURE, type(error).__name__, str(error)
                     ),
                 ]
             )
@@ -520,7 +520,7 @@ class Worker:
                     b"",
                     wire.error_envelope(
                         envelope,
-                        PROCESSING_FAILURE,
+                        Status.PROCESSING_FAILURE,
                         type(error).__name__,
                         str(error),
                         traceback.format_exc(),
@@ -545,7 +545,7 @@ class Worker:
                         b"",
                         wire.error_envelope(
                             channel.envelope,
-                            PROCESSING_FAILURE,
+                            Status.PROCESSING_FAILURE,
                             type(error).__name__,
                             str(error),
                             traceback.format_exc(),

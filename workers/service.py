@@ -7,22 +7,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from node import evt
-from node.dimse.commands import (
-    CEchoRSP,
-    CFindRSP,
-    CGetRSP,
-    CMoveRSP,
-    CStoreRSP,
-    NActionRSP,
-    NCreateRSP,
-    NDeleteRSP,
-    NEventReportRSP,
-    NGetRSP,
-    NSetRSP,
-)
+from node.dimse.messages import failure_response
 from node.dimse.status import Status
 from workers.handlers.basic import handle_c_echo, handle_c_store, handle_n_service
 from workers.handlers.commitment import STORAGE_COMMITMENT_PUSH, handle_commitment_action
@@ -57,20 +45,6 @@ SERVICES: dict[str, ServiceHandler] = {
     "NEventReportRQ": handle_n_service,
     "NGetRQ": handle_n_service,
     "NSetRQ": handle_n_service,
-}
-
-RESPONSES: dict[str, type] = {
-    "CEchoRQ": CEchoRSP,
-    "CStoreRQ": CStoreRSP,
-    "CFindRQ": CFindRSP,
-    "CGetRQ": CGetRSP,
-    "CMoveRQ": CMoveRSP,
-    "NActionRQ": NActionRSP,
-    "NCreateRQ": NCreateRSP,
-    "NDeleteRQ": NDeleteRSP,
-    "NEventReportRQ": NEventReportRSP,
-    "NGetRQ": NGetRSP,
-    "NSetRQ": NSetRSP,
 }
 
 _EVENTS = {
@@ -125,23 +99,6 @@ class _GuardedChannel:
         return result
 
 
-def failure_response(request: ServiceRequest, status: int, comment: str) -> Any:
-    """A final failure response of the right type for `request` (PS3.7 Annex C)."""
-    name = type(request.command).__name__
-    response_class = RESPONSES[name]
-    fields: dict[str, Any] = {
-        "message_id_being_responded_to": request.message_id,
-        "status": status,
-        "error_comment": comment.encode("ascii", "replace").decode("ascii")[:64],
-        "has_dataset": False,
-    }
-    command = request.command
-    fields["affected_sop_class_uid"] = getattr(command, "affected_sop_class_uid", None) or getattr(
-        command, "requested_sop_class_uid", None
-    )
-    return response_class(**fields)
-
-
 def _bound(handlers: Handlers, *names: str) -> bool:
     """True when the user bound a callback or an event handler for any of these services."""
     return any(
@@ -176,7 +133,9 @@ def handle_request(request: ServiceRequest, channel: Channel, handlers: Handlers
     if service is None:  # PS3.7 C.5.6: still one final response, never silence
         log.warning("no service for %s", name)
         guarded.respond(
-            failure_response(request, UNRECOGNIZED_OPERATION, f"no service for {name}"), None, True
+            failure_response(request.command, UNRECOGNIZED_OPERATION, f"no service for {name}"),
+            None,
+            True,
         )
     else:
         _run(service, request, guarded, handlers)
@@ -195,13 +154,15 @@ def _run(
         log.exception("service %s failed for message %s", name, request.message_id)
         if not guarded.finished:
             guarded.respond(
-                failure_response(request, PROCESSING_FAILURE, f"{type(error).__name__}: {error}"),
+                failure_response(
+                    request.command, PROCESSING_FAILURE, f"{type(error).__name__}: {error}"
+                ),
                 None,
                 True,
             )
     if not guarded.finished:
         guarded.respond(
-            failure_response(request, PROCESSING_FAILURE, "handler sent no final response"),
+            failure_response(request.command, PROCESSING_FAILURE, "handler sent no final response"),
             None,
             True,
         )

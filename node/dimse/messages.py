@@ -8,9 +8,9 @@
 # Stdlib only, no I/O.
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import IntEnum
-from typing import ClassVar, Final
+from typing import Any, ClassVar, Final
 
 
 class CommandField(IntEnum):
@@ -492,6 +492,51 @@ RESPONSE_CLASS: Final[dict[int, type[DimseResponse]]] = {
     CommandField.N_CREATE_RQ: NCreateRSP,
     CommandField.N_DELETE_RQ: NDeleteRSP,
 }
+
+
+#: Error Comment (0000,0902) is LO: at most 64 characters of the default repertoire.
+_ERROR_COMMENT_LENGTH: Final = 64
+
+#: Fields a response echoes from its request, in order of preference for each response field.
+_ECHOED: Final = (
+    ("affected_sop_class_uid", ("affected_sop_class_uid", "requested_sop_class_uid")),
+    ("affected_sop_instance_uid", ("affected_sop_instance_uid", "requested_sop_instance_uid")),
+    ("event_type_id", ("event_type_id",)),
+    ("action_type_id", ("action_type_id",)),
+)
+
+
+def response_to(
+    request: DimseMessage, status: int, *, comment: str | None = None, has_dataset: bool = False
+) -> DimseResponse:
+    """The response of the right type for `request` (PS3.7 9.3 and 10.3): its Message ID,
+    the SOP class and instance (affected, else requested) and the event or action type it
+    names, with `status` and an Error Comment cut to 64 ASCII characters."""
+    response_class: Any = RESPONSE_CLASS[request.COMMAND_FIELD]
+    names = {field.name for field in fields(response_class)}
+    values: dict[str, Any] = {
+        "message_id_being_responded_to": int(getattr(request, "message_id", 0)),
+        "status": status,
+        "has_dataset": has_dataset,
+    }
+    if comment is not None:
+        text = comment.encode("ascii", "replace").decode("ascii")
+        values["error_comment"] = text[:_ERROR_COMMENT_LENGTH]
+    for name, sources in _ECHOED:
+        if name not in names:
+            continue
+        for source in sources:
+            value = getattr(request, source, None)
+            if value is not None:
+                values[name] = value
+                break
+    response: DimseResponse = response_class(**values)
+    return response
+
+
+def failure_response(request: DimseMessage, status: int, comment: str) -> DimseResponse:
+    """The final failure response for `request`: `status` with `comment`, no data set."""
+    return response_to(request, status, comment=comment)
 
 
 def is_request(message: DimseMessage) -> bool:

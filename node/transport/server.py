@@ -21,7 +21,7 @@ from node.dimse.commands import CCancelRQ, CEchoRQ, CEchoRSP, CStoreRQ, NEventRe
 from node.dimse.errors import DatasetTooLargeError
 from node.dimse.fragment import DatasetChunk, DatasetStreamStarted, MessageAssembler
 from node.dimse.messages import RESPONSE_CLASS
-from node.dimse.status import StatusCategory, classify
+from node.dimse.status import Status, StatusCategory, classify
 from node.dispatch import AssociationInfo, ServiceRequest, StorageContext
 from node.transport.connection import Connection
 from node.ul.association import Role
@@ -51,8 +51,6 @@ log = logging.getLogger("dicomnode.acceptor")
 #: In-flight cap when the peer negotiated an unlimited (0) window.
 UNLIMITED_WINDOW_CAP = 64
 #: Refused: SOP Class not supported; Processing failure (PS3.7 C.5).
-SOP_CLASS_NOT_SUPPORTED = 0x0122
-PROCESSING_FAILURE = 0x0110
 #: Streamed data sets go to the dispatcher in pieces of about this size.
 STREAM_CHUNK = 1 << 20
 #: How long a C-GET sub-operation waits for its C-STORE-RSP when no DIMSE timeout is set.
@@ -421,7 +419,11 @@ class ServerAssociation(Connection):
             message_id = int(getattr(command, "message_id", 0))
             comment = f"SOP Class {sop_class} is not the abstract syntax of context {context_id}"
             response = self.refuse(
-                context_id, command.COMMAND_FIELD, message_id, SOP_CLASS_NOT_SUPPORTED, comment
+                context_id,
+                command.COMMAND_FIELD,
+                message_id,
+                Status.SOP_CLASS_NOT_SUPPORTED,
+                comment,
             )
             self.requests_answered += 1
             self.log_failed_request(message_id, response, f"{comment} ({context[0]})")
@@ -724,7 +726,7 @@ class ServerAssociation(Connection):
                 request.context_id,
                 request.command.COMMAND_FIELD,
                 request.message_id,
-                PROCESSING_FAILURE,
+                Status.PROCESSING_FAILURE,
                 f"response not encodable: {error}",
             )
             final = True

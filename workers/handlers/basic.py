@@ -14,13 +14,9 @@ from node.dicomio import encode_dataset
 from node.dimse.commands import (
     CEchoRSP,
     CStoreRSP,
-    NActionRSP,
-    NCreateRSP,
-    NDeleteRSP,
-    NEventReportRSP,
-    NGetRSP,
-    NSetRSP,
 )
+from node.dimse.messages import response_to
+from node.dimse.status import Status, StorageStatus
 from workers.handlers.common import (
     Handlers,
     InvalidStatusError,
@@ -39,11 +35,8 @@ if TYPE_CHECKING:
     from node.dispatch import Channel, ServiceRequest
 
 SUCCESS = 0x0000
-PROCESSING_FAILURE = 0x0110
 STORE_CANNOT_UNDERSTAND = 0xC211
 STORE_NO_HANDLER = 0xC210
-OUT_OF_RESOURCES = 0xA700
-DATASET_DOES_NOT_MATCH = 0xA900
 
 
 def _run_status_callback(
@@ -81,7 +74,7 @@ def handle_c_echo(request: ServiceRequest, channel: Channel, handlers: Handlers)
         lambda: (context_of(request), info_of(request)),
         handlers,
         default=StatusResult(SUCCESS),
-        on_error=PROCESSING_FAILURE,
+        on_error=Status.PROCESSING_FAILURE,
     )
     channel.respond(
         CEchoRSP(
@@ -137,7 +130,7 @@ def _store_to_files(request: ServiceRequest, handlers: Handlers) -> StatusResult
                 if declared and declared != sop_class:
                     # PS3.4 B.2.3: Error, Data Set does not match SOP Class
                     return failure(
-                        DATASET_DOES_NOT_MATCH,
+                        StorageStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS,
                         f"data set SOP Class {declared} is not the request's {sop_class}",
                     )
             stored = handlers.file_store.store(
@@ -158,12 +151,12 @@ def _store_to_files(request: ServiceRequest, handlers: Handlers) -> StatusResult
         log.error("indexing %s failed: %s", sop_instance, error)
         if stored is not None and not stored.replaced:  # failed: leave no unindexed new file
             stored.path.unlink(missing_ok=True)
-        return failure(OUT_OF_RESOURCES, f"cannot index: {error}")
+        return failure(StorageStatus.OUT_OF_RESOURCES, f"cannot index: {error}")
     except OSError as error:
         log.error(
             "storing %s failed: %s", getattr(command, "affected_sop_instance_uid", "?"), error
         )
-        return failure(OUT_OF_RESOURCES, f"cannot write: {error.strerror or error}")
+        return failure(StorageStatus.OUT_OF_RESOURCES, f"cannot write: {error.strerror or error}")
     except Exception as error:  # noqa: BLE001 - a data set pydicom cannot read
         return failure(STORE_CANNOT_UNDERSTAND, describe_exception(error))
     return StatusResult(SUCCESS)
@@ -209,37 +202,10 @@ _N_SERVICES: dict[type, tuple[evt.EventType, str, type]] = {}
 
 
 def _n_response(request: ServiceRequest, result: StatusResult, has_dataset: bool) -> Any:
-    command = request.command
-    response_class = _N_RESPONSES[type(command).__name__]
-    fields: dict[str, Any] = {
-        "message_id_being_responded_to": request.message_id,
-        "status": result.status,
-        "error_comment": result.error_comment,
-        "has_dataset": has_dataset,
-    }
-    sop_class = getattr(command, "affected_sop_class_uid", None) or getattr(
-        command, "requested_sop_class_uid", None
+    return response_to(
+        request.command, result.status, comment=result.error_comment, has_dataset=has_dataset
     )
-    sop_instance = getattr(command, "affected_sop_instance_uid", None) or getattr(
-        command, "requested_sop_instance_uid", None
-    )
-    fields["affected_sop_class_uid"] = sop_class
-    fields["affected_sop_instance_uid"] = sop_instance
-    if hasattr(command, "event_type_id"):
-        fields["event_type_id"] = command.event_type_id
-    if hasattr(command, "action_type_id"):
-        fields["action_type_id"] = command.action_type_id
-    return response_class(**fields)
 
-
-_N_RESPONSES: dict[str, type] = {
-    "NActionRQ": NActionRSP,
-    "NCreateRQ": NCreateRSP,
-    "NDeleteRQ": NDeleteRSP,
-    "NEventReportRQ": NEventReportRSP,
-    "NGetRQ": NGetRSP,
-    "NSetRQ": NSetRSP,
-}
 
 _N_EVENTS: dict[str, tuple[evt.EventType, str]] = {
     "NActionRQ": (evt.EVT_N_ACTION, "on_n_action"),
@@ -270,7 +236,7 @@ def handle_n_service(request: ServiceRequest, channel: Channel, handlers: Handle
         result = call_handler(request, channel, event_type, callback, legacy_args, handlers)
         if result is None:
             status = failure(
-                0x0112 if name != "NEventReportRQ" else PROCESSING_FAILURE,
+                0x0112 if name != "NEventReportRQ" else Status.PROCESSING_FAILURE,
                 f"no {event_type} handler is configured",
             )
         elif isinstance(result, tuple):
@@ -281,8 +247,8 @@ def handle_n_service(request: ServiceRequest, channel: Channel, handlers: Handle
         else:
             status = parse_status(result)
     except InvalidStatusError as error:
-        status = failure(PROCESSING_FAILURE, f"invalid status from handler: {error}")
+        status = failure(Status.PROCESSING_FAILURE, f"invalid status from handler: {error}")
     except Exception as error:  # noqa: BLE001 - a user callback may raise anything
         log.exception("%s handler raised", event_type)
-        status = failure(PROCESSING_FAILURE, describe_exception(error))
+        status = failure(Status.PROCESSING_FAILURE, describe_exception(error))
     channel.respond(_n_response(request, status, dataset_bytes is not None), dataset_bytes, True)

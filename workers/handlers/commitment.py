@@ -23,6 +23,7 @@ from pydicom.sequence import Sequence
 
 from node.dicomio import encode_dataset
 from node.dimse.commands import NActionRSP, NEventReportRQ
+from node.dimse.status import Status
 from workers.handlers.common import StatusResult, decoded_dataset, describe_exception, failure
 
 if TYPE_CHECKING:
@@ -44,8 +45,6 @@ ALL_COMMITTED: Final = 1
 FAILURES_EXIST: Final = 2
 
 SUCCESS: Final = 0x0000
-PROCESSING_FAILURE: Final = 0x0110
-NO_SUCH_OBJECT_INSTANCE: Final = 0x0112
 INVALID_ARGUMENT_VALUE: Final = 0x0115
 INVALID_SOP_INSTANCE: Final = 0x0117
 CLASS_INSTANCE_CONFLICT: Final = 0x0119
@@ -152,11 +151,11 @@ def check_commitment(
     for reference in references:
         found = stored.get(reference.sop_instance_uid)
         if found is None:
-            result.failed.append((reference, NO_SUCH_OBJECT_INSTANCE))
+            result.failed.append((reference, Status.NO_SUCH_SOP_INSTANCE))
         elif found.sop_class_uid != reference.sop_class_uid:
             result.failed.append((reference, CLASS_INSTANCE_CONFLICT))
         elif not found.path.is_file():
-            result.failed.append((reference, PROCESSING_FAILURE))
+            result.failed.append((reference, Status.PROCESSING_FAILURE))
         else:
             result.committed.append(reference)
     return result
@@ -187,14 +186,16 @@ def handle_commitment_action(request: ServiceRequest, channel: Channel, handlers
                 INVALID_SOP_INSTANCE, f"the SOP instance must be {STORAGE_COMMITMENT_INSTANCE}"
             )
         if index is None:  # pragma: no cover - workers.service installs us only with an index
-            raise CommitmentRequestError(PROCESSING_FAILURE, "no index to check against")
+            raise CommitmentRequestError(Status.PROCESSING_FAILURE, "no index to check against")
         transaction, references = parse_action(decoded_dataset(request))
     except CommitmentRequestError as error:
         channel.respond(_response(request, failure(error.status, str(error))), None, True)
         return
     except Exception as error:  # noqa: BLE001 - an undecodable action information
         channel.respond(
-            _response(request, failure(PROCESSING_FAILURE, describe_exception(error))), None, True
+            _response(request, failure(Status.PROCESSING_FAILURE, describe_exception(error))),
+            None,
+            True,
         )
         return
     channel.respond(_response(request, StatusResult(SUCCESS)), None, True)
@@ -312,5 +313,5 @@ async def _report(association: AsyncAssociation, event_type: int, information: D
     async for response, _reply in association.request(
         context, command, encode_dataset(information, syntax)
     ):
-        return int(getattr(response, "status", PROCESSING_FAILURE))
+        return int(getattr(response, "status", Status.PROCESSING_FAILURE))
     raise ConnectionError("no N-EVENT-REPORT-RSP")  # pragma: no cover - request() yields or raises

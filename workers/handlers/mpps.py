@@ -15,10 +15,9 @@ from pydicom.dataset import Dataset
 
 from node.dicomio import encode_dataset
 from node.dimse.commands import NCreateRSP, NGetRSP, NSetRSP
+from node.dimse.status import Status
 from workers.handlers.common import decoded_dataset, describe_exception, log
 from workers.store.mpps import (
-    NO_SUCH_OBJECT_INSTANCE,
-    PROCESSING_FAILURE,
     MppsError,
     MppsStore,
 )
@@ -43,7 +42,7 @@ def _store(handlers: Handlers) -> MppsStore:
 
     index = index_of(handlers)
     if index is None:  # pragma: no cover - workers.service installs us only with an index
-        raise MppsError(PROCESSING_FAILURE, "no index database for MPPS")
+        raise MppsError(Status.PROCESSING_FAILURE, "no index database for MPPS")
     return MppsStore(index)
 
 
@@ -56,7 +55,7 @@ def _refusal(error: Exception) -> dict[str, Any]:
             "offending_element": (error.offending_element,) if error.offending_element else None,
         }
     log.error("MPPS request failed: %s", error)
-    return {"status": PROCESSING_FAILURE, "error_comment": describe_exception(error)}
+    return {"status": Status.PROCESSING_FAILURE, "error_comment": describe_exception(error)}
 
 
 def _checked_instance(uid: str) -> str:
@@ -129,7 +128,7 @@ def handle_mpps_get(request: ServiceRequest, channel: Channel, handlers: Handler
     try:
         attributes = _store(handlers).get(instance)
         if attributes is None:
-            raise MppsError(NO_SUCH_OBJECT_INSTANCE, f"no step {instance}")
+            raise MppsError(Status.NO_SUCH_SOP_INSTANCE, f"no step {instance}")
         if wanted:
             chosen = Dataset()
             for tag in wanted:

@@ -27,7 +27,7 @@ from pydicom.uid import (
 from node import evt
 from node.dicomio import Part10, decode_dataset, encode_dataset, stored_transfer_syntax
 from node.dimse.commands import CGetRSP, CMoveRSP
-from node.dimse.status import StatusCategory, classify
+from node.dimse.status import QueryRetrieveStatus, Status, StatusCategory, classify
 from workers.handlers.common import (
     Handlers,
     InvalidStatusError,
@@ -47,9 +47,7 @@ if TYPE_CHECKING:
 
     from node.dispatch import Channel, ServiceRequest, SubOperation
 
-CANCEL = 0xFE00
 SUBOPERATIONS_WARNING = 0xB000
-OUT_OF_RESOURCES_SUBOPERATIONS = 0xA702
 MOVE_DESTINATION_UNKNOWN = 0xA801
 GET_UNABLE_TO_PROCESS = 0xC411
 MOVE_UNABLE_TO_PROCESS = 0xC511
@@ -99,7 +97,7 @@ def choose_transfer_syntax(dataset: Dataset, offered: list[str]) -> str | None:
 
 def _response(request: ServiceRequest, result: StatusResult, counts: Counts, *, final: bool) -> Any:
     response_class = CGetRSP if type(request.command).__name__ == "CGetRQ" else CMoveRSP
-    show_remaining = not final or result.status == CANCEL
+    show_remaining = not final or result.status == Status.CANCEL
     return response_class(
         message_id_being_responded_to=request.message_id,
         affected_sop_class_uid=request.abstract_syntax,
@@ -114,7 +112,7 @@ def _response(request: ServiceRequest, result: StatusResult, counts: Counts, *, 
 
 def _final_status(counts: Counts) -> StatusResult:
     if counts.failed and not counts.completed and not counts.warning:
-        return StatusResult(OUT_OF_RESOURCES_SUBOPERATIONS)
+        return StatusResult(QueryRetrieveStatus.OUT_OF_RESOURCES_SUBOPERATIONS)
     if counts.failed or counts.warning:
         return StatusResult(SUBOPERATIONS_WARNING)
     return StatusResult(0x0000)
@@ -225,7 +223,7 @@ def _hand_over(
     ends (None), fails, gives a final status or the request is cancelled (that status)."""
     while True:
         if channel.is_cancelled():
-            return StatusResult(CANCEL)
+            return StatusResult(Status.CANCEL)
         try:
             item = next(iterator)
         except StopIteration:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Final
 
 from pydicom.dataset import Dataset
 
+from node.dimse.status import Status
 from workers.store.backend import now_ms
 
 if TYPE_CHECKING:
@@ -26,9 +27,7 @@ STATUSES: Final = (IN_PROGRESS, COMPLETED, DISCONTINUED)
 #: Performed Procedure Step Status (0040,0252).
 STATUS_TAG: Final = 0x00400252
 
-PROCESSING_FAILURE: Final = 0x0110
 DUPLICATE_SOP_INSTANCE: Final = 0x0111
-NO_SUCH_OBJECT_INSTANCE: Final = 0x0112
 INVALID_ATTRIBUTE_VALUE: Final = 0x0106
 MISSING_ATTRIBUTE: Final = 0x0120
 #: Error ID of "Performed Procedure Step Object may no longer be updated" (Table F.7.2-2).
@@ -121,10 +120,10 @@ class MppsStore:
                 (sop_instance_uid,),
             ).fetchone()
             if row is None:
-                raise MppsError(NO_SUCH_OBJECT_INSTANCE, f"no step {sop_instance_uid}")
+                raise MppsError(Status.NO_SUCH_SOP_INSTANCE, f"no step {sop_instance_uid}")
             if row[0] != IN_PROGRESS:
                 raise MppsError(
-                    PROCESSING_FAILURE,
+                    Status.PROCESSING_FAILURE,
                     "Performed Procedure Step Object may no longer be updated",
                     error_id=MAY_NO_LONGER_BE_UPDATED,
                 )
