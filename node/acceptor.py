@@ -50,8 +50,11 @@ def build_server_ae(
     transfer syntax (both roles, so C-GET sub-operations work), Query/Retrieve, Storage
     Commitment and MPPS. Modality Worklist FIND only with `worklist` (a handler serves it:
     the built-in archive does not), so an SCU sees the context refused, as dcmqrscp does,
-    rather than accepted and every query failed."""
+    rather than accepted and every query failed. Relational queries are agreed when asked
+    for (PS3.4 C.5.1) unless `worklist` says a handler, not the built-in archive, answers
+    C-FIND."""
     ae = AE(ae_title=ae_title, port=port, bind_addr=bind)
+    ae.relational_queries = not worklist
     ae.maximum_associations = maximum_associations
     ae.maximum_pdu_size = maximum_pdu
     # Asynchronous operations (PS3.7 D.3.3.3): up to 16 requests of one association in flight,

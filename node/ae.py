@@ -23,6 +23,7 @@ from node.acse.contexts import (
 from node.acse.negotiation import AcceptorPolicy
 from node.acse.requestor import build_associate_rq
 from node.client import ClientSettings, open_association
+from node.extended import relational_query_replies
 from node.local import ThreadDispatcher
 from node.presets import DEFAULT_TRANSFER_SYNTAXES, build_context
 from node.scu import Association, AsyncAssociation, LoopThread
@@ -109,6 +110,10 @@ class ApplicationEntity:
         self.on_association_aborted: Callable[..., Any] | None = None
         self.on_async_ops_window: Callable[[int, int], tuple[int, int]] | None = None
         self.on_sop_class_extended: Callable[[dict[str, bytes]], dict[str, bytes]] | None = None
+        #: Answer relational-queries to C-FIND SOP Class Extended Negotiation (PS3.4 C.5.1)
+        #: when `on_sop_class_extended` is not set: only true when the built-in archive
+        #: (workers.handlers.qr) serves C-FIND, which matches relationally when agreed.
+        self.relational_queries = False
         self.on_sop_class_common_extended: Callable[[dict[str, Any]], dict[str, Any]] | None = None
         self.on_user_identity: Callable[..., Any] | None = None
         self.on_make_connection: Callable[..., Any] | None = None
@@ -445,7 +450,8 @@ class ApplicationEntity:
             maximum_operations_performed=self.maximum_operations_performed,
             maximum_operations_invoked=self.maximum_operations_invoked,
             on_async_ops_window=self.on_async_ops_window,
-            on_sop_class_extended=self.on_sop_class_extended,
+            on_sop_class_extended=self.on_sop_class_extended
+            or (relational_query_replies if self.relational_queries else None),
             on_sop_class_common_extended=self.on_sop_class_common_extended,
             on_user_identity=identity_hook,
             calling_aet_networks={

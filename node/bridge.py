@@ -208,6 +208,7 @@ class ZmqDispatcher:
             ],
             user_identity_type=association.user_identity_type,
             username=association.username,
+            sop_class_extended=[list(item) for item in association.sop_class_extended],
             stream=stream,
         )
         self.pending[key] = (request, sink, time.monotonic() + timeout)

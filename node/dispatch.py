@@ -39,6 +39,9 @@ class AssociationInfo:
     storage_contexts: tuple[StorageContext, ...] = ()
     user_identity_type: int | None = None
     username: str | None = None
+    #: Our SOP Class Extended Negotiation replies (SOP class UID, application information):
+    #: what was agreed, e.g. relational queries (PS3.4 C.5.1).
+    sop_class_extended: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -222,6 +222,9 @@ def request_from_envelope(envelope: wire.Envelope, command: bytes, dataset: Any)
         storage_contexts=storage,
         user_identity_type=envelope.get("user_identity_type"),
         username=envelope.get("username"),
+        sop_class_extended=tuple(
+            (str(item[0]), bytes(item[1])) for item in envelope.get("sop_class_extended") or ()
+        ),
     )
     data = bytes(dataset) if dataset is not None and len(dataset) else None
     return ServiceRequest(

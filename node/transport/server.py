@@ -350,6 +350,10 @@ class ServerAssociation(Connection):
             username=identity.primary_field.decode("utf-8", "replace")
             if identity is not None and identity.identity_type in (1, 2)
             else None,
+            sop_class_extended=tuple(
+                (item.sop_class_uid, item.service_class_application_information)
+                for item in decision.sop_class_extended
+            ),
         )
         if settings.observer is not None:
             settings.observer.association_accepted()

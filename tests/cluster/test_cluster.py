@@ -22,7 +22,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from node import AE
-from node.ul.items import AsynchronousOperationsWindowSubItem
+from node.ul.items import AsynchronousOperationsWindowSubItem, SOPClassExtendedNegotiationSubItem
 from tests.synthetic import (
     CT_IMAGE_STORAGE,
     PATIENCE,
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.cluster, pytest.mark.interop]
 
 STORAGE_COMMITMENT_PUSH = "1.2.840.10008.1.20.1"
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 
 
 @dataclass
@@ -378,6 +379,26 @@ def test_builtin_archive_lists_a_study_s_images_with_a_universal_series_uid(
     assert {(r.SeriesInstanceUID, r.SOPInstanceUID) for r in responses} == {
         (f"{study}.{series}", f"{study}.{series}.{n}") for series in (1, 2) for n in (1, 2)
     }
+    # relational queries (PS3.4 C.4.1.2.2): agreed by the acceptor, carried to the worker
+    ae = AE(ae_title=b"RELATIONAL")
+    ae.add_requested_context(STUDY_ROOT_FIND)
+    relational = SOPClassExtendedNegotiationSubItem(STUDY_ROOT_FIND, b"\x01")
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "IMAGE"
+    ds.PatientID = "PID001"
+    ds.InstanceNumber = "2"
+    ds.SOPInstanceUID = ""
+    try:
+        association = ae.associate("127.0.0.1", cluster.port, ext_neg=[relational])
+        assert association.is_established
+        assert association.acceptance.sop_class_extended == (relational,)
+        results = list(association.send_c_find(ds, query_model="S"))
+        association.release()
+    finally:
+        ae.stop()
+    *pending, (final, _) = results
+    assert final.Status == 0x0000
+    assert {i.SOPInstanceUID for _, i in pending if i} == {f"{study}.1.2", f"{study}.2.2"}
 
 
 def test_two_acceptors_two_workers_eight_associations(serve: Callable[..., Serve], tmp_path: Path):

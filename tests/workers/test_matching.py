@@ -245,6 +245,23 @@ def test_unique_keys_above_the_level_are_matched_as_dcmqrscp_matches_them():
     assert not parse_identifier(identifier("STUDY", PatientID=""), PATIENT_FIND).conditions
 
 
+def test_relational_queries_may_leave_out_the_unique_keys_above_the_level():
+    """PS3.4 C.4.1.2.2: with relational queries agreed, any level's keys at or above the query
+    level may be given, and the unique keys above it may be missing."""
+    ds = identifier("IMAGE", PatientName="DOE*", Modality="MR")
+    with pytest.raises(QueryError):
+        parse_identifier(ds, STUDY_FIND)
+    query = parse_identifier(ds, STUDY_FIND, relational=True)
+    assert query.level is Level.IMAGE
+    assert {c.target.keyword for c in query.conditions} == {"PatientName", "Modality"}
+    partial = identifier("SERIES", PatientID="PID001", StudyInstanceUID="1.2*")
+    with pytest.raises(QueryError) as raised:  # a wild card in a UID still matches nothing
+        parse_identifier(partial, PATIENT_FIND, relational=True)
+    assert raised.value.offending_element == 0x0020000D
+    with pytest.raises(QueryError):  # a retrieve still names what it retrieves
+        parse_identifier(identifier("STUDY"), STUDY_MOVE, retrieve=True, relational=True)
+
+
 def test_retrieve_needs_the_unique_key_of_its_own_level_and_allows_a_list():
     with pytest.raises(QueryError) as raised:
         parse_identifier(identifier("STUDY", StudyInstanceUID=""), STUDY_MOVE, retrieve=True)
@@ -421,6 +438,14 @@ def test_universal_unique_keys_above_the_level_match_every_entity(archive_index)
     assert uids(archive_index, PATIENT_FIND, wild) == set()  # `[` is literal in DICOM
     wild = identifier("STUDY", PatientID="PID00?", StudyInstanceUID="")
     assert len(uids(archive_index, PATIENT_FIND, wild)) == 6
+
+
+def test_relational_query_through_a_real_index(archive_index):
+    ds = identifier("IMAGE", PatientName="DOE^JANE", Modality="MR", InstanceNumber="2")
+    query = parse_identifier(ds, STUDY_FIND, relational=True)
+    rows = list(archive_index.find(query))
+    assert {row["SOPInstanceUID"] for row in rows} == {f"{ROOT}.2.1.2.2", f"{ROOT}.2.2.2.2"}
+    assert {row["StudyInstanceUID"] for row in rows} == {f"{ROOT}.2.1", f"{ROOT}.2.2"}
 
 
 def test_derived_keys_are_computed(archive_index):

@@ -14,6 +14,7 @@ from pydicom.dataset import Dataset
 from node import AE
 from node.acceptor import build_server_ae
 from node.dicomio import read_part10
+from node.ul.items import SOPClassExtendedNegotiationSubItem
 from tests.synthetic import free_port, run_tool, running, write_datasets
 from tests.workers.archive import archive_datasets
 from workers.store.index import IndexedFileStore
@@ -21,11 +22,14 @@ from workers.store.index import IndexedFileStore
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from node.acse.requestor import PeerAcceptance
+
 pytestmark = pytest.mark.interop
 
 ROOT = "1.2.826.0.1.3680043.8.498.77"
 TITLE = "ARCHIVE"
 STORESCP = "STORESCP"
+STUDY_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 UNIQUE = {
     "PATIENT": "PatientID",
     "STUDY": "StudyInstanceUID",
@@ -194,6 +198,58 @@ def test_bad_identifier_answers_a900_to_our_scu(served):
     assert status.Status == 0xA900
     assert identifier is None
     assert "SeriesInstanceUID" in status.ErrorComment
+
+
+def _find_with(
+    port: int, ds: Dataset, ext_neg: list[object]
+) -> tuple[PeerAcceptance, list[tuple[Dataset, Dataset | None]]]:
+    """Our SCU's C-FIND (Study Root) on an association proposing `ext_neg`: the acceptance
+    and the (status, identifier) results."""
+    scu = AE(ae_title="SCU")
+    scu.add_requested_context(STUDY_FIND)
+    try:
+        association = scu.associate("127.0.0.1", port, ae_title=TITLE, ext_neg=ext_neg)
+        assert association.is_established
+        results = list(association.send_c_find(ds, query_model="S"))
+        association.release()
+    finally:
+        scu.stop()
+    acceptance = association.acceptance
+    assert acceptance is not None
+    return acceptance, results
+
+
+def test_relational_query_when_the_scu_negotiates_it(served):
+    """PS3.4 C.4.1.2.2 / C.5.1: relational-queries proposed is agreed in the A-ASSOCIATE-AC,
+    and an IMAGE query without Study or Series Instance UID then matches across studies."""
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "IMAGE"
+    ds.PatientName = "DOE^JANE"
+    ds.Modality = "MR"
+    ds.InstanceNumber = "2"
+    ds.StudyInstanceUID = None
+    ds.SOPInstanceUID = ""
+    proposal = SOPClassExtendedNegotiationSubItem(STUDY_FIND, b"\x01\x01")
+    acceptance, results = _find_with(served.ae.port, ds, [proposal])
+    assert acceptance.sop_class_extended == (
+        SOPClassExtendedNegotiationSubItem(STUDY_FIND, b"\x01\x00"),
+    )
+    *pending, (final, _) = results
+    assert final.Status == 0x0000
+    assert {status.Status for status, _ in pending} == {0xFF00}
+    assert {(i.StudyInstanceUID, i.SOPInstanceUID) for _, i in pending if i} == {
+        (study(2, 1), f"{study(2, 1)}.2.2"),
+        (study(2, 2), f"{study(2, 2)}.2.2"),
+    }
+    acceptance, results = _find_with(served.ae.port, ds, [])  # hierarchical: refused
+    assert acceptance.sop_class_extended == ()
+    ((status, identifier),) = results
+    assert status.Status == 0xA900
+    assert identifier is None
+    declined = SOPClassExtendedNegotiationSubItem(STUDY_FIND, b"\x00")
+    acceptance, results = _find_with(served.ae.port, ds, [declined])
+    assert acceptance.sop_class_extended == (declined,)
+    assert results[0][0].Status == 0xA900
 
 
 # --- C-GET / C-MOVE ----------------------------------------------------------------------------

@@ -164,6 +164,8 @@ def info_of(request: ServiceRequest) -> dict[str, Any]:
             "originator_aet": getattr(command, "move_originator_ae_title", None),
             "originator_message_id": getattr(command, "move_originator_message_id", None),
         },
+        #: Our SOP Class Extended Negotiation replies: SOP class UID -> application info.
+        "sop_class_extended": dict(association.sop_class_extended),
     }
 
 

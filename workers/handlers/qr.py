@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset
 
 from node import evt
 from node.dicomio import Part10, read_part10, status_dataset
+from node.extended import relational_queries
 from workers.handlers.retrieve import Unavailable
 from workers.store.matching import (
     MODELS,
@@ -123,9 +124,12 @@ class QueryRetrieveSCP:
     def on_c_find(
         self, identifier: Dataset, context: PresentationContextInfo, info: dict[str, Any]
     ) -> Iterator[tuple[Any, Dataset | None]]:
-        """C-FIND SCP (PS3.4 C.4.1.2): one pending response per matching entity."""
+        """C-FIND SCP (PS3.4 C.4.1.2): one pending response per matching entity; relational
+        (C.4.1.2.2) when the association agreed it (`info["sop_class_extended"]`)."""
+        sop_class_uid = str(context.abstract_syntax)
+        relational = relational_queries(sop_class_uid, info.get("sop_class_extended") or {})
         try:
-            query = parse_identifier(identifier, str(context.abstract_syntax))
+            query = parse_identifier(identifier, sop_class_uid, relational=relational)
         except QueryError as error:
             yield _failure(error), None  # a final status: the handler asks for nothing more
         else:

@@ -10,9 +10,10 @@
 # does not match SOP Class); its value is matched like any key's, so an empty one is universal
 # and a list of UIDs matches any (dcmqrscp's hierarchicalCompare), while a wild card in a UID
 # is refused (no UID has one; a Patient ID may have one). A retrieve also needs a non-empty
-# unique key (or UID list) at its own level. Keys below the query level are not matched (they
-# come back empty). Peer values only ever travel as SQL parameters; column names
-# come from the schema table, never from the identifier.
+# unique key (or UID list) at its own level. A relational C-FIND (PS3.4 C.4.1.2.2, when the
+# association agreed it) may leave out the unique keys above the level. Keys below the query
+# level are not matched (they come back empty). Peer values only ever travel as SQL
+# parameters; column names come from the schema table, never from the identifier.
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -284,11 +285,17 @@ def _check_unique_key(elements: dict[int, Element], level: Level, *, own_level: 
         raise QueryError(f"{unique.keyword} cannot be matched with a wild card", unique.tag)
 
 
-def parse_identifier(identifier: Dataset, sop_class_uid: str, *, retrieve: bool = False) -> Query:
+def parse_identifier(
+    identifier: Dataset, sop_class_uid: str, *, retrieve: bool = False, relational: bool = False
+) -> Query:
     """Read a request identifier for the model of `sop_class_uid` (PS3.4 C.4.1.1.3, C.4.2.1.4).
 
+    `relational` (a C-FIND whose association agreed relational queries, PS3.4 C.4.1.2.2): the
+    unique keys above the query level may be missing too; the keys present at any level at
+    or above it are matched as usual.
+
     Raises QueryError (status 0xA900) for a bad level, a unique key missing above the level
-    (or empty at a retrieve's own level), or a wild card in a unique UID key.
+    (hierarchical only) or empty at a retrieve's own level, or a wild card in a unique UID key.
     """
     model = MODELS.get(sop_class_uid)
     if model is None:
@@ -298,7 +305,10 @@ def parse_identifier(identifier: Dataset, sop_class_uid: str, *, retrieve: bool 
     for above in model.levels:
         if above > level or (above == level and not retrieve):
             break
-        _check_unique_key(elements, above, own_level=above == level)
+        own_level = above == level
+        if relational and not own_level and UNIQUE_KEYS[above].tag not in elements:
+            continue
+        _check_unique_key(elements, above, own_level=own_level)
     terms = element_values(elements.get(SPECIFIC_CHARACTER_SET))
     character_set = tuple(terms) if any(terms) else ()  # a first empty term is the default
     encodings = convert_encodings(list(character_set) or None)
