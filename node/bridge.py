@@ -22,6 +22,7 @@ import zmq
 import zmq.asyncio
 
 from broker import wire
+from broker.liveness import Liveness
 from node.dimse.commands import decode_command, encode_command
 from node.dimse.messages import failure_response
 from node.dimse.status import Status, StorageStatus
@@ -106,6 +107,7 @@ class ZmqDispatcher:
         )
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_liveness = heartbeat_liveness
+        self.link = Liveness.starting(heartbeat_interval, heartbeat_liveness, time.monotonic())
         self.request_timeout = request_timeout
         self.curve = curve
         self.context: zmq.asyncio.Context | None = None
@@ -118,7 +120,6 @@ class ZmqDispatcher:
         self.reconnects = 0
         #: Workers alive, as the broker's last heartbeat said (None: not heard yet).
         self.live_workers: int | None = None
-        self._last_heard = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
 
@@ -142,7 +143,7 @@ class ZmqDispatcher:
             sock.curve_publickey = self.curve["public"]
             sock.curve_serverkey = self.curve["server"]
         sock.connect(self.broker)
-        self._last_heard = time.monotonic()
+        self.link.reconnected(time.monotonic())
         return sock
 
     async def close(self) -> None:
@@ -160,9 +161,9 @@ class ZmqDispatcher:
 
     def readiness(self) -> tuple[bool, str]:
         """Ready when the broker was heard recently and reports at least one live worker."""
-        silent = time.monotonic() - self._last_heard
-        if silent > self.heartbeat_interval * self.heartbeat_liveness:
-            return False, f"broker silent for {silent:.1f} s"
+        now = time.monotonic()
+        if self.link.lost(now):
+            return False, f"broker silent for {self.link.silent_for(now):.1f} s"
         if not self.live_workers:
             return False, "no live worker"
         return True, f"ready: {self.live_workers} worker(s)"
@@ -283,7 +284,7 @@ class ZmqDispatcher:
                 log.warning("broker link error: %s", error)
                 await asyncio.sleep(0.1)
                 continue
-            self._last_heard = time.monotonic()
+            self.link.heard(time.monotonic())
             try:
                 self._on_message([frame.buffer for frame in frames])
             except wire.WireError as error:
@@ -401,8 +402,8 @@ class ZmqDispatcher:
                     self._fail(
                         key, Status.PROCESSING_FAILURE, "no response from the cluster in time"
                     )
-            if now - self._last_heard > interval * self.heartbeat_liveness:
-                log.warning("broker silent for %.1f s: reconnecting", now - self._last_heard)
+            if self.link.lost(now):
+                log.warning("broker silent for %.1f s: reconnecting", self.link.silent_for(now))
                 self._fail_all(Status.PROCESSING_FAILURE, "broker connection lost")
                 if self.socket is not None:
                     self.socket.close(0)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from broker import wire
+from broker.liveness import Liveness
 from node.dimse.commands import decode_command, encode_command
 from node.dimse.status import Status
 from node.dispatch import AssociationInfo, ServiceRequest, StorageContext
@@ -254,7 +255,9 @@ class Worker:
         self._stop = threading.Event()
         self.handled = 0
         self.reconnects = 0
-        self.last_heard = time.monotonic()
+        self.link = Liveness.starting(
+            config.heartbeat_interval, config.heartbeat_liveness, time.monotonic()
+        )
         #: Called once per finished request (the worker's request counter metric), or None.
         self.count_requests: Callable[[], None] | None = None
         #: Streamed requests still receiving chunks: key -> (envelope, command, spool).
@@ -278,10 +281,9 @@ class Worker:
 
     def readiness(self) -> tuple[bool, str]:
         """Ready while the broker has been heard from recently."""
-        silent = time.monotonic() - self.last_heard
-        limit = self.config.heartbeat_interval * self.config.heartbeat_liveness
-        if silent > limit:
-            return False, f"broker silent for {silent:.1f} s"
+        now = time.monotonic()
+        if self.link.lost(now):
+            return False, f"broker silent for {self.link.silent_for(now):.1f} s"
         return True, f"ready: {self.handled} requests handled"
 
     # --- the loop ---------------------------------------------------------------------------
@@ -309,8 +311,7 @@ class Worker:
         poller.register(sock, zmq.POLLIN)
         poller.register(inbox, zmq.POLLIN)
         interval = config.heartbeat_interval
-        last_heard = time.monotonic()
-        next_heartbeat = time.monotonic() + interval
+        link = self.link = Liveness.starting(interval, config.heartbeat_liveness, time.monotonic())
         log.info("worker %s connected to %s", config.identity, config.broker)
         drain_until: float | None = None
         try:
@@ -336,7 +337,7 @@ class Worker:
                             break
                         sock.send_multipart(frames, copy=False)
                 if sock in events:
-                    last_heard = self.last_heard = now
+                    link.heard(now)
                     while True:
                         try:
                             frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -346,17 +347,16 @@ class Worker:
                             self._on_message(frames, pool)
                         else:  # draining: only cancels and sub-operation statuses still matter
                             self._on_message(frames, pool, draining=True)
-                if now >= next_heartbeat:
+                if link.heartbeat_due(now):
                     sock.send_multipart([b"", wire.pack_envelope(wire.HEARTBEAT)])
-                    next_heartbeat = now + interval
-                if now - last_heard > interval * config.heartbeat_liveness:
-                    log.warning("broker silent for %.1f s: reconnecting", now - last_heard)
+                if link.lost(now):
+                    log.warning("broker silent for %.1f s: reconnecting", link.silent_for(now))
                     poller.unregister(sock)
                     sock.close(0)
                     sock = self._connect()
                     poller.register(sock, zmq.POLLIN)
                     self.reconnects += 1
-                    last_heard = now
+                    link.reconnected(now)
         finally:
             for channel in list(self.channels.values()):
                 channel.cancelled.set()
