@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from node.acse.requestor import validate_associate_ac
-from node.dimse.commands import CCancelRQ, CStoreRSP
-from node.dimse.status import StatusCategory, classify
+from node.dimse.commands import CCancelRQ, CStoreRQ
+from node.dimse.messages import failure_response
+from node.dimse.status import Status, StatusCategory, StorageStatus, classify
 from node.dispatch import AssociationInfo, ServiceRequest, StorageContext
 from node.transport.connection import Connection
 from node.ul.association import Role
@@ -163,17 +164,14 @@ class ClientConnection(Connection):
         self.dispatcher.submit(request, self)
 
     def _refuse(self, context_id: int, command: DimseMessage) -> None:
-        message_id = int(getattr(command, "message_id", 0))
-        self.send_message(
-            context_id,
-            CStoreRSP(
-                message_id_being_responded_to=message_id,
-                status=0xA702 if type(command).__name__ == "CStoreRQ" else 0x0110,
-                affected_sop_class_uid=getattr(command, "affected_sop_class_uid", None),
-                affected_sop_instance_uid=getattr(command, "affected_sop_instance_uid", None),
-                error_comment="no storage handler on this SCU",
-            ),
-        )
+        """A request from the peer with nothing here to serve it, answered with its own
+        response type: A700H for a C-STORE (Refused: out of resources, PS3.4 B.2.3), else
+        0110H (Processing failure)."""
+        if isinstance(command, CStoreRQ):
+            status, comment = StorageStatus.OUT_OF_RESOURCES, "no storage handler here"
+        else:
+            status, comment = Status.PROCESSING_FAILURE, "no handler for this request here"
+        self.send_message(context_id, failure_response(command, status, comment))
 
     def send_response(
         self, request: ServiceRequest, response: DimseMessage, dataset: bytes | None, final: bool

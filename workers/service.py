@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from node import evt
-from node.dimse.messages import failure_response
+from node.dimse.messages import CommandField, failure_response, message_name
 from node.dimse.status import Status
 from workers.handlers.basic import handle_c_echo, handle_c_store, handle_n_service
 from workers.handlers.commitment import STORAGE_COMMITMENT_PUSH, handle_commitment_action
@@ -33,18 +33,19 @@ log = logging.getLogger("dicomnode.worker")
 
 ServiceHandler = Callable[["ServiceRequest", "Channel", "Handlers"], None]
 
-SERVICES: dict[str, ServiceHandler] = {
-    "CEchoRQ": handle_c_echo,
-    "CStoreRQ": handle_c_store,
-    "CFindRQ": handle_c_find,
-    "CGetRQ": handle_c_get,
-    "CMoveRQ": handle_c_move,
-    "NActionRQ": handle_n_service,
-    "NCreateRQ": handle_n_service,
-    "NDeleteRQ": handle_n_service,
-    "NEventReportRQ": handle_n_service,
-    "NGetRQ": handle_n_service,
-    "NSetRQ": handle_n_service,
+#: The service handler of each request, by Command Field (PS3.7 E.1).
+SERVICES: dict[int, ServiceHandler] = {
+    CommandField.C_ECHO_RQ: handle_c_echo,
+    CommandField.C_STORE_RQ: handle_c_store,
+    CommandField.C_FIND_RQ: handle_c_find,
+    CommandField.C_GET_RQ: handle_c_get,
+    CommandField.C_MOVE_RQ: handle_c_move,
+    CommandField.N_ACTION_RQ: handle_n_service,
+    CommandField.N_CREATE_RQ: handle_n_service,
+    CommandField.N_DELETE_RQ: handle_n_service,
+    CommandField.N_EVENT_REPORT_RQ: handle_n_service,
+    CommandField.N_GET_RQ: handle_n_service,
+    CommandField.N_SET_RQ: handle_n_service,
 }
 
 _EVENTS = {
@@ -106,30 +107,33 @@ def _bound(handlers: Handlers, *names: str) -> bool:
     )
 
 
-def builtin_service(name: str, sop_class_uid: str, handlers: Handlers) -> ServiceHandler | None:
+def builtin_service(
+    command_field: int, sop_class_uid: str, handlers: Handlers
+) -> ServiceHandler | None:
     """The built-in Storage Commitment (PS3.4 J) or MPPS (PS3.4 F) SCP for this request, when
     an index exists and the user bound no handler of their own for it; else None."""
     from workers.handlers.qr import index_of
 
     chosen: ServiceHandler | None = None
-    if sop_class_uid == STORAGE_COMMITMENT_PUSH and name == "NActionRQ":
+    if sop_class_uid == STORAGE_COMMITMENT_PUSH and command_field == CommandField.N_ACTION_RQ:
         chosen = None if _bound(handlers, "on_n_action") else handle_commitment_action
     elif sop_class_uid in MPPS_SOP_CLASSES and not _bound(handlers, "on_n_create", "on_n_set"):
-        if name == "NCreateRQ":
+        if command_field == CommandField.N_CREATE_RQ:
             chosen = handle_mpps_create
-        elif name == "NSetRQ":
+        elif command_field == CommandField.N_SET_RQ:
             chosen = handle_mpps_set
-        elif name == "NGetRQ" and not _bound(handlers, "on_n_get"):
+        elif command_field == CommandField.N_GET_RQ and not _bound(handlers, "on_n_get"):
             chosen = handle_mpps_get
     return chosen if chosen is not None and index_of(handlers) is not None else None
 
 
 def handle_request(request: ServiceRequest, channel: Channel, handlers: Handlers) -> None:
     """Serve `request`; always ends with one final response on `channel`."""
-    name = type(request.command).__name__
-    service = builtin_service(name, request.abstract_syntax, handlers) or SERVICES.get(name)
+    field = request.command.COMMAND_FIELD
+    name = message_name(field)
+    service = builtin_service(field, request.abstract_syntax, handlers) or SERVICES.get(field)
     guarded = _GuardedChannel(channel)
-    handlers = with_builtin_query_retrieve(name, request.abstract_syntax, handlers)
+    handlers = with_builtin_query_retrieve(field, request.abstract_syntax, handlers)
     if service is None:  # PS3.7 C.5.6: still one final response, never silence
         log.warning("no service for %s", name)
         guarded.respond(
@@ -147,7 +151,7 @@ def _run(
     service: ServiceHandler, request: ServiceRequest, guarded: _GuardedChannel, handlers: Handlers
 ) -> None:
     """Run one handler; a crash or a missing final response still ends with a 0110 answer."""
-    name = type(request.command).__name__
+    name = message_name(request.command.COMMAND_FIELD)
     try:
         service(request, guarded, handlers)
     except Exception as error:

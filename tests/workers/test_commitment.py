@@ -14,7 +14,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from node import evt
 from node.dicomio import encode_dataset
-from node.dimse.messages import NActionRQ
+from node.dimse.messages import CommandField, NActionRQ
 from node.dispatch import ServiceRequest
 from tests.synthetic import CT_IMAGE_STORAGE, MR_IMAGE_STORAGE, PATIENCE, make_dataset
 from tests.workers.network import archive, modality
@@ -202,13 +202,13 @@ def test_accepted_n_action_answers_before_the_report_and_logs_an_unknown_request
 
 def test_builtin_commitment_only_without_a_user_handler_and_with_an_index(store):
     handlers = Handlers(file_store=store)
-    assert builtin_service("NActionRQ", STORAGE_COMMITMENT_PUSH, handlers) is not None
-    assert builtin_service("NActionRQ", "1.2.840.10008.5.1.1.16", handlers) is None
-    assert builtin_service("NActionRQ", STORAGE_COMMITMENT_PUSH, Handlers()) is None
+    assert builtin_service(CommandField.N_ACTION_RQ, STORAGE_COMMITMENT_PUSH, handlers) is not None
+    assert builtin_service(CommandField.N_ACTION_RQ, "1.2.840.10008.5.1.1.16", handlers) is None
+    assert builtin_service(CommandField.N_ACTION_RQ, STORAGE_COMMITMENT_PUSH, Handlers()) is None
     own = Handlers(file_store=store, on_n_action=lambda *args: 0)
-    assert builtin_service("NActionRQ", STORAGE_COMMITMENT_PUSH, own) is None
+    assert builtin_service(CommandField.N_ACTION_RQ, STORAGE_COMMITMENT_PUSH, own) is None
     bound = Handlers(file_store=store, events={evt.EVT_N_ACTION: lambda event: 0})
-    assert builtin_service("NActionRQ", STORAGE_COMMITMENT_PUSH, bound) is None
+    assert builtin_service(CommandField.N_ACTION_RQ, STORAGE_COMMITMENT_PUSH, bound) is None
 
 
 def test_delivery_to_an_unreachable_requester_is_retried_then_given_up(monkeypatch, caplog):

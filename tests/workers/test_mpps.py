@@ -11,7 +11,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from node import evt
 from node.dicomio import decode_dataset, encode_dataset
-from node.dimse.messages import NCreateRQ, NGetRQ, NSetRQ
+from node.dimse.messages import CommandField, NCreateRQ, NGetRQ, NSetRQ
 from node.dispatch import ServiceRequest
 from tests.synthetic import PATIENCE
 from tests.workers.network import archive, modality
@@ -194,15 +194,15 @@ def test_a_database_failure_is_a_processing_failure(handlers):
 
 
 def test_builtin_mpps_only_without_user_handlers(handlers):
-    for name in ("NCreateRQ", "NSetRQ", "NGetRQ"):
-        assert builtin_service(name, MPPS, handlers) is not None
-    assert builtin_service("NDeleteRQ", MPPS, handlers) is None
+    for field in (CommandField.N_CREATE_RQ, CommandField.N_SET_RQ, CommandField.N_GET_RQ):
+        assert builtin_service(field, MPPS, handlers) is not None
+    assert builtin_service(CommandField.N_DELETE_RQ, MPPS, handlers) is None
     own_get = Handlers(file_store=handlers.file_store, on_n_get=lambda *a: 0)
-    assert builtin_service("NCreateRQ", MPPS, own_get) is not None
-    assert builtin_service("NGetRQ", MPPS, own_get) is None
+    assert builtin_service(CommandField.N_CREATE_RQ, MPPS, own_get) is not None
+    assert builtin_service(CommandField.N_GET_RQ, MPPS, own_get) is None
     own_set = Handlers(file_store=handlers.file_store, events={evt.EVT_N_SET: lambda e: 0})
-    assert builtin_service("NCreateRQ", MPPS, own_set) is None
-    assert builtin_service("NCreateRQ", MPPS, Handlers()) is None
+    assert builtin_service(CommandField.N_CREATE_RQ, MPPS, own_set) is None
+    assert builtin_service(CommandField.N_CREATE_RQ, MPPS, Handlers()) is None
 
 
 # --- round trip with our SCU -------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from node import evt
 from node.dicomio import Part10, decode_dataset, encode_dataset, read_part10
-from node.dimse.messages import CFindRQ, CGetRQ, CMoveRQ, CStoreRQ
+from node.dimse.messages import CFindRQ, CGetRQ, CMoveRQ, CommandField, CStoreRQ
 from node.dispatch import AssociationInfo, ServiceRequest, StorageContext
 from tests.workers.archive import archive_dataset, archive_datasets
 from workers.handlers.common import Handlers
@@ -250,17 +250,17 @@ def test_a_user_callback_wins_over_the_built_in(archive):
 
 def test_routing_rules(archive, tmp_path):
     command = CFindRQ(message_id=1, affected_sop_class_uid=STUDY_FIND)
-    routed = with_builtin_query_retrieve("CFindRQ", STUDY_FIND, archive)
+    routed = with_builtin_query_retrieve(CommandField.C_FIND_RQ, STUDY_FIND, archive)
     assert routed is not archive
     assert routed.on_c_find is not None
     assert archive.on_c_find is None  # the worker's Handlers are not changed
-    assert with_builtin_query_retrieve("CStoreRQ", CT, archive) is archive
-    assert with_builtin_query_retrieve("CFindRQ", WORKLIST, archive) is archive
+    assert with_builtin_query_retrieve(CommandField.C_STORE_RQ, CT, archive) is archive
+    assert with_builtin_query_retrieve(CommandField.C_FIND_RQ, WORKLIST, archive) is archive
     bound = Handlers(index=archive.index, events={evt.EVT_C_FIND: print})
-    assert with_builtin_query_retrieve("CFindRQ", STUDY_FIND, bound) is bound
+    assert with_builtin_query_retrieve(CommandField.C_FIND_RQ, STUDY_FIND, bound) is bound
     no_index = Handlers(file_store=FileStore(tmp_path / "x", fsync=False))
     assert index_of(no_index) is None
-    assert with_builtin_query_retrieve("CFindRQ", STUDY_FIND, no_index) is no_index
+    assert with_builtin_query_retrieve(CommandField.C_FIND_RQ, STUDY_FIND, no_index) is no_index
     assert command.affected_sop_class_uid == STUDY_FIND
 
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from pydicom.uid import ExplicitVRLittleEndian
 
-from node.dimse.messages import NGetRQ
+from node.dimse.messages import CommandField, NGetRQ
 from node.dimse.status import Status
 from node.dispatch import ServiceRequest
 from tests.workers.test_qr import ASSOCIATION, FakeChannel
@@ -20,7 +20,7 @@ SOP_CLASS = "1.2.840.10008.5.1.4.1.1.2"
 
 
 def test_a_request_without_a_service_is_answered_0211(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delitem(service.SERVICES, "NGetRQ")
+    monkeypatch.delitem(service.SERVICES, CommandField.N_GET_RQ)
     command = NGetRQ(
         message_id=7, requested_sop_class_uid=SOP_CLASS, requested_sop_instance_uid="1.2.3"
     )

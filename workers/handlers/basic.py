@@ -15,7 +15,7 @@ from node.dimse.commands import (
     CEchoRSP,
     CStoreRSP,
 )
-from node.dimse.messages import response_to
+from node.dimse.messages import CommandField, response_to
 from node.dimse.status import Status, StorageStatus
 from workers.handlers.common import (
     Handlers,
@@ -198,8 +198,6 @@ def handle_c_store(request: ServiceRequest, channel: Channel, handlers: Handlers
 
 # --- DIMSE-N (PS3.7 section 10) ---------------------------------------------------------------
 
-_N_SERVICES: dict[type, tuple[evt.EventType, str, type]] = {}
-
 
 def _n_response(request: ServiceRequest, result: StatusResult, has_dataset: bool) -> Any:
     return response_to(
@@ -207,26 +205,26 @@ def _n_response(request: ServiceRequest, result: StatusResult, has_dataset: bool
     )
 
 
-_N_EVENTS: dict[str, tuple[evt.EventType, str]] = {
-    "NActionRQ": (evt.EVT_N_ACTION, "on_n_action"),
-    "NCreateRQ": (evt.EVT_N_CREATE, "on_n_create"),
-    "NDeleteRQ": (evt.EVT_N_DELETE, "on_n_delete"),
-    "NEventReportRQ": (evt.EVT_N_EVENT_REPORT, "on_n_event_report"),
-    "NGetRQ": (evt.EVT_N_GET, "on_n_get"),
-    "NSetRQ": (evt.EVT_N_SET, "on_n_set"),
+_N_EVENTS: dict[int, tuple[evt.EventType, str]] = {
+    CommandField.N_ACTION_RQ: (evt.EVT_N_ACTION, "on_n_action"),
+    CommandField.N_CREATE_RQ: (evt.EVT_N_CREATE, "on_n_create"),
+    CommandField.N_DELETE_RQ: (evt.EVT_N_DELETE, "on_n_delete"),
+    CommandField.N_EVENT_REPORT_RQ: (evt.EVT_N_EVENT_REPORT, "on_n_event_report"),
+    CommandField.N_GET_RQ: (evt.EVT_N_GET, "on_n_get"),
+    CommandField.N_SET_RQ: (evt.EVT_N_SET, "on_n_set"),
 }
 
 
 def handle_n_service(request: ServiceRequest, channel: Channel, handlers: Handlers) -> None:
     """Any DIMSE-N request: the handler returns a status, or (status, dataset) (PS3.7 10.1)."""
-    name = type(request.command).__name__
-    event_type, attribute = _N_EVENTS[name]
+    field = request.command.COMMAND_FIELD
+    event_type, attribute = _N_EVENTS[field]
     callback = getattr(handlers, attribute)
 
     def legacy_args() -> tuple[Any, ...]:
-        if name == "NDeleteRQ":
+        if field == CommandField.N_DELETE_RQ:
             return (context_of(request), info_of(request))
-        if name == "NGetRQ":
+        if field == CommandField.N_GET_RQ:
             identifiers = getattr(request.command, "attribute_identifier_list", None) or ()
             return (list(identifiers), context_of(request), info_of(request))
         return (decoded_dataset(request), context_of(request), info_of(request))
@@ -236,7 +234,9 @@ def handle_n_service(request: ServiceRequest, channel: Channel, handlers: Handle
         result = call_handler(request, channel, event_type, callback, legacy_args, handlers)
         if result is None:
             status = failure(
-                0x0112 if name != "NEventReportRQ" else Status.PROCESSING_FAILURE,
+                Status.NO_SUCH_SOP_INSTANCE
+                if field != CommandField.N_EVENT_REPORT_RQ
+                else Status.PROCESSING_FAILURE,
                 f"no {event_type} handler is configured",
             )
         elif isinstance(result, tuple):

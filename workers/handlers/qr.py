@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset
 
 from node import evt
 from node.dicomio import Part10, read_part10, status_dataset
+from node.dimse.messages import CommandField
 from node.extended import relational_queries
 from workers.handlers.retrieve import Unavailable
 from workers.store.matching import (
@@ -45,10 +46,10 @@ PENDING: Final = 0xFF00
 PENDING_OPTIONAL_KEYS_UNSUPPORTED: Final = 0xFF01
 UNICODE: Final = "ISO_IR 192"
 
-_SERVICES: Final = {
-    "CFindRQ": ("on_c_find", evt.EVT_C_FIND),
-    "CGetRQ": ("on_c_get", evt.EVT_C_GET),
-    "CMoveRQ": ("on_c_move", evt.EVT_C_MOVE),
+_SERVICES: Final[dict[int, tuple[str, evt.EventType]]] = {
+    CommandField.C_FIND_RQ: ("on_c_find", evt.EVT_C_FIND),
+    CommandField.C_GET_RQ: ("on_c_get", evt.EVT_C_GET),
+    CommandField.C_MOVE_RQ: ("on_c_move", evt.EVT_C_MOVE),
 }
 
 
@@ -196,11 +197,11 @@ def index_of(handlers: Handlers) -> Index | None:
 
 
 def with_builtin_query_retrieve(
-    command_name: str, sop_class_uid: str, handlers: Handlers
+    command_field: int, sop_class_uid: str, handlers: Handlers
 ) -> Handlers:
     """`handlers` with the built-in SCP's callback for this C-FIND/C-GET/C-MOVE when the user
     bound none (neither `on_c_*` nor an event handler) and an index exists; else unchanged."""
-    service = _SERVICES.get(command_name)
+    service = _SERVICES.get(command_field)
     if service is None or sop_class_uid not in MODELS:
         return handlers
     attribute, event = service

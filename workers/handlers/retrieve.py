@@ -26,7 +26,7 @@ from pydicom.uid import (
 
 from node import evt
 from node.dicomio import Part10, decode_dataset, encode_dataset, stored_transfer_syntax
-from node.dimse.commands import CGetRSP, CMoveRSP
+from node.dimse.commands import CGetRQ, CGetRSP, CMoveRSP
 from node.dimse.status import QueryRetrieveStatus, Status, StatusCategory, classify
 from workers.handlers.common import (
     Handlers,
@@ -96,7 +96,7 @@ def choose_transfer_syntax(dataset: Dataset, offered: list[str]) -> str | None:
 
 
 def _response(request: ServiceRequest, result: StatusResult, counts: Counts, *, final: bool) -> Any:
-    response_class = CGetRSP if type(request.command).__name__ == "CGetRQ" else CMoveRSP
+    response_class = CGetRSP if isinstance(request.command, CGetRQ) else CMoveRSP
     show_remaining = not final or result.status == Status.CANCEL
     return response_class(
         message_id_being_responded_to=request.message_id,
