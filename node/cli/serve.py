@@ -1,0 +1,108 @@
+# `dicomnode serve`: the embedded node (in one process, or acceptors, broker and workers).
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import argparse
+
+from node.cli.common import (
+    CommandError,
+)
+
+
+def command_serve(args: argparse.Namespace) -> int:
+    if args.workers < 0 or args.acceptors < 1:
+        raise CommandError("--workers must be >= 0 and --acceptors >= 1")
+    banner = (
+        f"dicomnode serving {args.ae_title} on {args.bind}:{args.port}, "
+        f"data in {os.path.abspath(args.data_dir)}, "
+        + (
+            f"{args.acceptors} acceptor(s), {args.workers} worker(s)"
+            if args.workers
+            else "in one process"
+        )
+    )
+    if args.log_format == "json":  # the banner as a log line: every line of output is JSON
+        logging.getLogger("dicomnode.serve").info("%s", banner)
+    else:
+        print(banner, flush=True)
+    from node.acceptor import forwarded_access_arguments, serves_worklist, tls_server_context
+
+    ssl_context = tls_server_context(args)  # a bad certificate or key fails here, at once
+    if args.workers:
+        from node.acceptor import apply_access_options as check_access_options
+        from node.ae import AE
+        from node.cluster import Cluster, ClusterConfig
+
+        check_access_options(AE(args.ae_title), args)  # the acceptors would fail one by one
+        cluster = Cluster(
+            ClusterConfig(
+                ae_title=args.ae_title,
+                port=args.port,
+                bind=args.bind,
+                data_dir=args.data_dir,
+                workers=args.workers,
+                acceptors=args.acceptors,
+                threads=args.threads,
+                max_associations=args.max_associations,
+                max_pdu=args.max_pdu,
+                known_aes=list(args.known_ae),
+                fsync=not args.no_fsync,
+                verbose=args.verbose,
+                log_format=args.log_format,
+                handlers_module=args.handlers,
+                runtime_dir=args.runtime_dir,
+                acse_timeout=args.acse_timeout,
+                network_timeout=args.network_timeout,
+                dimse_timeout=args.dimse_timeout,
+                metrics_port=args.metrics_port,
+                drain_timeout=args.drain_timeout,
+                require_called_aet=args.require_called_aet,
+                require_calling_aet=list(args.require_calling_aet),
+                index=args.index,
+                store=args.store,
+                study_stable_seconds=args.study_stable_seconds,
+                acceptor_arguments=forwarded_access_arguments(args)
+                + (["--worklist"] if serves_worklist(args.handlers) else []),
+            )
+        )
+        return cluster.run()
+    from node.acceptor import build_server_ae
+    from workers.store.index import Index
+    from workers.store.objects import open_store
+
+    ae = build_server_ae(
+        args.ae_title,
+        args.port,
+        args.bind,
+        maximum_associations=args.max_associations,
+        maximum_pdu=args.max_pdu,
+    )
+    ae.known_aes = dict(args.known_ae)
+    from node.acceptor import apply_access_options, install_drain
+
+    apply_access_options(ae, args)
+    ae.acse_timeout = args.acse_timeout
+    ae.network_timeout = args.network_timeout
+    ae.dimse_timeout = args.dimse_timeout
+    index = Index.open(args.data_dir, synchronous="NORMAL", database=args.index)
+    ae.file_store = open_store(args.data_dir, args.store, fsync=not args.no_fsync, index=index)
+    monitor = None
+    if args.study_stable_seconds:
+        import importlib
+
+        from workers.store.stable import start_monitor
+
+        module = importlib.import_module(args.handlers) if args.handlers else None
+        callback = getattr(module, "on_study_stable", None)
+        monitor = start_monitor(ae.file_store.index, args.study_stable_seconds, callback)
+    install_drain(ae, args.drain_timeout)
+    try:
+        ae.start(block=True, metrics_port=args.metrics_port, ssl_context=ssl_context)
+    finally:
+        if monitor is not None:
+            monitor.stop()
+    return 0
