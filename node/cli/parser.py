@@ -20,9 +20,22 @@ SERVE_PARSER: list[argparse.ArgumentParser] = []
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicomnode", description="DICOM networking node")
     commands = parser.add_subparsers(dest="command", required=True)
-
     serve = commands.add_parser("serve", help="run the embedded DICOM node (SCP)")
     SERVE_PARSER[:] = [serve]
+    _add_serve_options(serve)
+    _add_storage_options(serve)
+    _add_scu_tools(commands)
+    _add_maintenance(commands)
+    for role in ("broker", "worker", "acceptor"):
+        sub = commands.add_parser(
+            role, help=f"run the {role} role (see `dicomnode {role} -h`)", add_help=False
+        )
+        sub.add_argument("role_args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _add_serve_options(serve: argparse.ArgumentParser) -> None:
+    """Where `serve` listens, its processes, timeouts, access and logs."""
     serve.add_argument("--ae-title", default="DICOMNODE")
     serve.add_argument("--port", type=port_number, default=11112)
     serve.add_argument("--bind", default="0.0.0.0")  # noqa: S104 - a server listens
@@ -71,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_access_options(serve)
     serve.add_argument("--max-associations", type=int, default=64)
     serve.add_argument("--max-pdu", type=int, default=16382)
+    serve.add_argument("-v", "--verbose", action="count", default=0)
+    add_logging_options(serve)
+
+
+def _add_storage_options(serve: argparse.ArgumentParser) -> None:
+    """Where `serve` keeps objects and index, C-MOVE destinations, study-stable events."""
     serve.add_argument(
         "--known-ae",
         type=known_ae_entry,
@@ -102,9 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="call on_study_stable (--handlers) for a study that got no instance this long",
     )
-    serve.add_argument("-v", "--verbose", action="count", default=0)
-    add_logging_options(serve)
 
+
+def _add_scu_tools(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """echo, store, find, get and move: the SCU tools."""
     echo = commands.add_parser("echo", help="C-ECHO a peer")
     add_common_options(echo)
     echo.add_argument("--repeat", type=int, default=1)
@@ -127,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_options(move)
     add_query_keys(move)
     move.add_argument("--dest", required=True, help="move destination AE title")
+
+
+def _add_maintenance(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """index rebuild, users add and keys generate."""
 
     index = commands.add_parser("index", help="maintain the Query/Retrieve index")
     index_actions = index.add_subparsers(dest="index_action", required=True)
@@ -165,10 +189,3 @@ def build_parser() -> argparse.ArgumentParser:
         help="a key pair to write (repeatable)",
     )
     generate.add_argument("-v", "--verbose", action="count", default=0)
-
-    for role in ("broker", "worker", "acceptor"):
-        sub = commands.add_parser(
-            role, help=f"run the {role} role (see `dicomnode {role} -h`)", add_help=False
-        )
-        sub.add_argument("role_args", nargs=argparse.REMAINDER)
-    return parser
