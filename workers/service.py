@@ -23,6 +23,7 @@ from workers.handlers.mpps import (
 from workers.handlers.qr import with_builtin_query_retrieve
 from workers.handlers.query import handle_c_find
 from workers.handlers.retrieve import handle_c_get, handle_c_move
+from workers.store.index import index_of
 
 if TYPE_CHECKING:
     from node.dimse.commands import DimseMessage
@@ -112,8 +113,6 @@ def builtin_service(
 ) -> ServiceHandler | None:
     """The built-in Storage Commitment (PS3.4 J) or MPPS (PS3.4 F) SCP for this request, when
     an index exists and the user bound no handler of their own for it; else None."""
-    from workers.handlers.qr import index_of
-
     chosen: ServiceHandler | None = None
     if sop_class_uid == STORAGE_COMMITMENT_PUSH and command_field == CommandField.N_ACTION_RQ:
         chosen = None if _bound(handlers, "on_n_action") else handle_commitment_action

@@ -20,13 +20,12 @@ from workers.handlers.common import Handlers
 from workers.handlers.qr import (
     QueryRetrieveSCP,
     build_identifier,
-    index_of,
     with_builtin_query_retrieve,
 )
 from workers.handlers.retrieve import _get_store
 from workers.service import handle_request
 from workers.store.files import FileStore
-from workers.store.index import Index, IndexedFileStore
+from workers.store.index import Index, IndexedFileStore, index_of
 from workers.store.matching import parse_identifier
 
 CT = "1.2.840.10008.5.1.4.1.1.2"

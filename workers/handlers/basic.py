@@ -30,6 +30,7 @@ from workers.handlers.common import (
     log,
     parse_status,
 )
+from workers.store.index import index_of
 
 if TYPE_CHECKING:
     from node.dispatch import Channel, ServiceRequest
@@ -90,7 +91,6 @@ def handle_c_echo(request: ServiceRequest, channel: Channel, handlers: Handlers)
 
 def _store_to_files(request: ServiceRequest, handlers: Handlers) -> StatusResult:
     """The built-in storage: a durable Part 10 file, data set bytes as received."""
-    from workers.handlers.qr import index_of
     from workers.store.files import InvalidUIDError
     from workers.store.index import IndexDatabaseError
 

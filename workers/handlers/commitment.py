@@ -25,6 +25,7 @@ from node.dicomio import encode_dataset
 from node.dimse.commands import NActionRSP, NEventReportRQ
 from node.dimse.status import Status
 from workers.handlers.common import StatusResult, decoded_dataset, describe_exception, failure
+from workers.store.index import index_of
 
 if TYPE_CHECKING:
     from node.dispatch import Channel, ServiceRequest
@@ -174,8 +175,6 @@ def _response(request: ServiceRequest, result: StatusResult) -> NActionRSP:
 
 def handle_commitment_action(request: ServiceRequest, channel: Channel, handlers: Handlers) -> None:
     """Storage Commitment Push Model SCP, N-ACTION (PS3.4 J.3.2): answer, check, report."""
-    from workers.handlers.qr import index_of
-
     command = request.command
     index = index_of(handlers)
     try:

@@ -17,6 +17,7 @@ from node.dicomio import encode_dataset
 from node.dimse.commands import NCreateRSP, NGetRSP, NSetRSP
 from node.dimse.status import Status
 from workers.handlers.common import decoded_dataset, describe_exception, log
+from workers.store.index import index_of
 from workers.store.mpps import (
     MppsError,
     MppsStore,
@@ -38,8 +39,6 @@ INVALID_SOP_INSTANCE: Final = 0x0117
 
 
 def _store(handlers: Handlers) -> MppsStore:
-    from workers.handlers.qr import index_of
-
     index = index_of(handlers)
     if index is None:  # pragma: no cover - workers.service installs us only with an index
         raise MppsError(Status.PROCESSING_FAILURE, "no index database for MPPS")

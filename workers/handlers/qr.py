@@ -24,6 +24,7 @@ from node.dicomio import Part10, read_part10, status_dataset
 from node.dimse.messages import CommandField
 from node.extended import relational_queries
 from workers.handlers.retrieve import Unavailable
+from workers.store.index import index_of
 from workers.store.matching import (
     MODELS,
     QUERY_RETRIEVE_LEVEL,
@@ -187,13 +188,6 @@ def _read(path: StoredPath) -> Part10 | None:
 def _ae_title(info: dict[str, Any]) -> str:
     title = info.get("acceptor", {}).get("ae_title", b"")
     return title.decode("ascii", "replace").strip() if isinstance(title, bytes) else str(title)
-
-
-def index_of(handlers: Handlers) -> Index | None:
-    """The index a worker answers Q/R from: the Handlers' own, else its file store's."""
-    if handlers.index is not None:
-        return handlers.index  # type: ignore[no-any-return]
-    return getattr(handlers.file_store, "index", None)
 
 
 def with_builtin_query_retrieve(

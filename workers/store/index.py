@@ -628,3 +628,16 @@ class IndexedFileStore(FileStore):
     ) -> None:
         super().__init__(root, fsync=fsync, **options)
         self.index = index if index is not None else Index.open(self.root, synchronous="NORMAL")
+
+
+class _HoldsAnIndex(Protocol):
+    index: Any
+    file_store: Any
+
+
+def index_of(holder: _HoldsAnIndex) -> Index | None:
+    """The index a worker answers from (Q/R, commitment, MPPS): the holder's own (a worker's
+    Handlers), else its file store's; None without either."""
+    if holder.index is not None:
+        return holder.index  # type: ignore[no-any-return]
+    return getattr(holder.file_store, "index", None)
