@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from node import evt
 from node.dimse.messages import CommandField, failure_response, message_name
 from node.dimse.status import Status
-from workers.handlers.basic import handle_c_echo, handle_c_store, handle_n_service
+from workers.handlers.basic import handle_c_echo, handle_n_service
 from workers.handlers.commitment import STORAGE_COMMITMENT_PUSH, handle_commitment_action
 from workers.handlers.mpps import (
     MPPS_SOP_CLASSES,
@@ -23,6 +23,7 @@ from workers.handlers.mpps import (
 from workers.handlers.qr import with_builtin_query_retrieve
 from workers.handlers.query import handle_c_find
 from workers.handlers.retrieve import handle_c_get, handle_c_move
+from workers.handlers.storage import handle_c_store
 from workers.store.index import index_of
 
 if TYPE_CHECKING:

@@ -1,0 +1,153 @@
+# The Storage SCP (PS3.4 Annex B): the user's C-STORE callback, or the built-in store (a durable
+# Part 10 file or object, then its index row).
+#
+# Rules: success only once the object is durable and its index row committed (PS3.4 B.2.3);
+# every failure answers a C-STORE status with an Error Comment, never an exception.
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from node import evt
+from node.dimse.commands import CStoreRSP
+from node.dimse.status import StorageStatus
+from workers.handlers.basic import (
+    STORE_CANNOT_UNDERSTAND,
+    STORE_NO_HANDLER,
+    SUCCESS,
+    run_status_callback,
+)
+from workers.handlers.common import (
+    Handlers,
+    StatusResult,
+    context_of,
+    decoded_dataset,
+    describe_exception,
+    failure,
+    info_of,
+    log,
+)
+from workers.store.files import InvalidUIDError
+from workers.store.index import IndexDatabaseError, index_of
+from workers.store.schema import record_from_bytes, record_from_file
+
+if TYPE_CHECKING:
+    from node.dispatch import Channel, ServiceRequest
+    from workers.store.index import Index
+
+
+def handle_c_store(request: ServiceRequest, channel: Channel, handlers: Handlers) -> None:
+    """Storage SCP (PS3.4 Annex B) through the user's callback or the built-in file store."""
+    command = request.command
+    if (
+        handlers.file_store is not None
+        and handlers.on_c_store is None
+        and evt.EVT_C_STORE not in handlers.events
+    ):
+        result = store_builtin(request, handlers)
+    else:
+        result = run_status_callback(
+            request,
+            channel,
+            evt.EVT_C_STORE,
+            handlers.on_c_store,
+            lambda: (decoded_dataset(request), context_of(request), info_of(request)),
+            handlers,
+            default=failure(STORE_NO_HANDLER, "no C-STORE handler is configured"),
+            on_error=STORE_CANNOT_UNDERSTAND,
+        )
+    channel.respond(
+        CStoreRSP(
+            message_id_being_responded_to=request.message_id,
+            affected_sop_class_uid=getattr(command, "affected_sop_class_uid", ""),
+            affected_sop_instance_uid=getattr(command, "affected_sop_instance_uid", ""),
+            status=result.status,
+            error_comment=result.error_comment,
+            offending_element=result.offending_element,
+        ),
+        None,
+        True,
+    )
+
+
+def store_builtin(request: ServiceRequest, handlers: Handlers) -> StatusResult:
+    """The built-in storage: a durable Part 10 object, data set bytes as received, indexed."""
+    if request.dataset is None and request.dataset_path is None:
+        return failure(STORE_CANNOT_UNDERSTAND, "C-STORE without a data set")
+    sop_instance = str(getattr(request.command, "affected_sop_instance_uid", ""))
+    written: list[Any] = []  # the stored object, once there: removed if indexing fails
+    try:
+        index = index_of(handlers)
+        if request.dataset_path is not None:  # streamed: the spool is a Part 10 file already
+            return _store_spooled(request, handlers, index, written)
+        return _store_received(request, handlers, index, written)
+    except InvalidUIDError as error:
+        return failure(STORE_CANNOT_UNDERSTAND, str(error))
+    except IndexDatabaseError as error:
+        log.error("indexing %s failed: %s", sop_instance, error)
+        if written and not written[0].replaced:  # failed: leave no unindexed new file
+            written[0].path.unlink(missing_ok=True)
+        return failure(StorageStatus.OUT_OF_RESOURCES, f"cannot index: {error}")
+    except OSError as error:
+        log.error("storing %s failed: %s", sop_instance or "?", error)
+        return failure(StorageStatus.OUT_OF_RESOURCES, f"cannot write: {error.strerror or error}")
+    except Exception as error:  # noqa: BLE001 - a data set pydicom cannot read
+        return failure(STORE_CANNOT_UNDERSTAND, describe_exception(error))
+
+
+def _store_spooled(
+    request: ServiceRequest, handlers: Handlers, index: Index | None, written: list[Any]
+) -> StatusResult:
+    """A streamed data set: the store adopts its spool file, then the index row."""
+    assert request.dataset_path is not None  # noqa: S101 - the caller checked
+    spool = Path(request.dataset_path)
+    # parsed before the store takes the spool (the object store uploads and deletes it)
+    spooled = record_from_file(spool, spool.parent) if index is not None else None
+    sop_instance = str(getattr(request.command, "affected_sop_instance_uid", ""))
+    stored = handlers.file_store.adopt(
+        spool, sop_instance, request.transfer_syntax, request.dataset_offset
+    )
+    written.append(stored)
+    if index is not None and spooled is not None:
+        relative = stored.path.relative_to(index.root).as_posix()
+        index.add(dataclasses.replace(spooled, path=relative))
+    return StatusResult(SUCCESS)
+
+
+def _store_received(
+    request: ServiceRequest, handlers: Handlers, index: Index | None, written: list[Any]
+) -> StatusResult:
+    """A data set received whole: parsed once for its index record, written, indexed."""
+    assert request.dataset is not None  # noqa: S101 - the caller checked
+    command = request.command
+    sop_class = str(getattr(command, "affected_sop_class_uid", ""))
+    sop_instance = str(getattr(command, "affected_sop_instance_uid", ""))
+    record = None
+    uids = None
+    if index is not None:  # parse once: the index record carries study and series
+        record = record_from_bytes(
+            request.dataset, request.transfer_syntax, sop_class, sop_instance, ""
+        )
+        uids = (record.value("StudyInstanceUID"), record.value("SeriesInstanceUID"))
+        declared = record.value("SOPClassUID")
+        if declared and declared != sop_class:
+            # PS3.4 B.2.3: Error, Data Set does not match SOP Class
+            return failure(
+                StorageStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                f"data set SOP Class {declared} is not the request's {sop_class}",
+            )
+    stored = handlers.file_store.store(
+        sop_class,
+        sop_instance,
+        request.transfer_syntax,
+        request.dataset,
+        request.association.calling_ae_title,
+        study_and_series_uids=uids,
+    )
+    written.append(stored)
+    if index is not None and record is not None:
+        # the file is durable; success waits for the committed row
+        relative = stored.path.relative_to(index.root).as_posix()
+        index.add(dataclasses.replace(record, path=relative))
+    return StatusResult(SUCCESS)
