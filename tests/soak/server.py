@@ -12,14 +12,14 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tests.synthetic import PATIENCE, wait_until
+
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,23 +50,6 @@ def pids_running(module: str, marker: str) -> list[int]:
         if module.encode() in parts and any(marker.encode() in part for part in parts):
             found.append(int(entry.name))
     return sorted(found)
-
-
-def poll(condition: Callable[[], object], limit: float, what: str, step: float = 0.05) -> object:
-    """Evaluate `condition` until truthy (returned) or `limit` seconds pass (TimeoutError).
-
-    The conditions look at another process (/proc, a port), which offers nothing to wait on;
-    the pause between looks is bounded and the outcome never depends on its length.
-    """
-    deadline = time.monotonic() + limit
-    pause = threading.Event()
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {limit} s waiting for {what}")
-        pause.wait(step)
 
 
 @dataclass
@@ -101,7 +84,7 @@ class Serve:
 
 @contextlib.contextmanager
 def serve(
-    tmp_path: Path, port: int, workers: int, *options: str, start_limit: float = 60.0
+    tmp_path: Path, port: int, workers: int, *options: str, start_limit: float = PATIENCE
 ) -> Iterator[Serve]:
     """Run `dicomnode serve --workers N` on loopback until the block ends."""
     runtime_dir = tmp_path / f"runtime-{port}"
@@ -137,12 +120,12 @@ def serve(
         )
     server = Serve(process, port, runtime_dir, log)
     try:
-        poll(server.accepts, start_limit, "dicomnode serve to listen")
+        wait_until(server.accepts, "dicomnode serve to listen", start_limit)
         if workers:
-            poll(
+            wait_until(
                 lambda: pids_running("node.acceptor", str(runtime_dir)),
-                start_limit,
                 "the acceptor process",
+                start_limit,
             )
         yield server
     finally:

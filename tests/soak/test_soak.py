@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.soak.peer import RawAssociation
-from tests.soak.server import fd_count, poll, rss_bytes, serve
-from tests.synthetic import free_port
+from tests.soak.server import fd_count, rss_bytes, serve
+from tests.synthetic import free_port, wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -81,7 +81,7 @@ def _settle(pid: int, ceiling: int, what: str) -> None:
         previous[0] = count
         return stable and count <= ceiling
 
-    poll(settled, 30, f"{what} (at most {ceiling})", step=0.1)
+    wait_until(settled, f"{what} (at most {ceiling})", step=0.1)
 
 
 async def _sequential(port: int, count: int) -> float:
@@ -130,7 +130,7 @@ async def _warm_up(port: int) -> None:
     await _release_all(held)
 
 
-@pytest.mark.timeout(1800 if FULL else 120)
+@pytest.mark.timeout(1800 if FULL else 900)  # a hang guard, above PATIENCE
 @pytest.mark.parametrize("workers", [0, 1], ids=["one-process", "cluster-acceptor"])
 def test_soak_no_descriptor_or_memory_leak(
     tmp_path: Path, workers: int, capsys: pytest.CaptureFixture[str]
