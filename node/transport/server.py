@@ -11,19 +11,20 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import re
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from node.acse.negotiation import Acceptance, AcceptorPolicy, negotiate_as_acceptor
-from node.dimse.commands import CCancelRQ, CEchoRQ, CEchoRSP, CStoreRQ, NEventReportRQ
+from node.dimse.commands import CCancelRQ, CEchoRQ, CEchoRSP
 from node.dimse.errors import DatasetTooLargeError
 from node.dimse.fragment import DatasetChunk, DatasetStreamStarted, MessageAssembler
 from node.dimse.messages import RESPONSE_CLASS
-from node.dimse.status import Status, StatusCategory, classify
+from node.dimse.status import Status
 from node.dispatch import AssociationInfo, ServiceRequest, StorageContext
+from node.transport.association_log import AssociationLog
 from node.transport.connection import Connection
+from node.transport.outgoing import OutgoingRequests
 from node.ul.association import Role
 from node.ul.errors import LocalProtocolError
 from node.ul.pdu import (
@@ -53,8 +54,6 @@ UNLIMITED_WINDOW_CAP = 64
 #: Refused: SOP Class not supported; Processing failure (PS3.7 C.5).
 #: Streamed data sets go to the dispatcher in pieces of about this size.
 STREAM_CHUNK = 1 << 20
-#: How long a C-GET sub-operation waits for its C-STORE-RSP when no DIMSE timeout is set.
-SUBOPERATION_RESPONSE_TIMEOUT = 60.0
 
 
 @dataclass
@@ -210,7 +209,7 @@ class AcceptorServer:
             await self._server.wait_closed()
 
 
-class ServerAssociation(Connection):
+class ServerAssociation(AssociationLog, OutgoingRequests, Connection):
     """One association as acceptor (PS3.8 roles: Sta2 onwards)."""
 
     def __init__(self, server: AcceptorServer, assoc_id: int) -> None:
@@ -627,84 +626,6 @@ class ServerAssociation(Connection):
             )
         )
 
-    def _on_response(self, command: DimseMessage) -> None:
-        message_id = int(getattr(command, "message_id_being_responded_to", -1))
-        future = self._suboperations.pop(message_id, None)
-        if future is None:
-            log.warning("association %d: unexpected response %s", self.assoc_id, command)
-            return
-        if not future.done():
-            future.set_result(int(getattr(command, "status", 0xC000)))
-
-    # --- logs (node.logs): one line per association, one per failed request --------------
-
-    def log_association(self, outcome: str, reason: str = "", level: int = logging.INFO) -> None:
-        """The association's line: `outcome` released, aborted (`reason` the abort category)
-        or rejected (`reason` why), with its peer, AE titles, duration, requests and bytes."""
-        request = self.request
-        calling = request.calling_ae_title if request is not None else ""
-        called = request.called_ae_title if request is not None else ""
-        fields: dict[str, Any] = {
-            "assoc_id": self.assoc_id,
-            "acceptor": self._acceptor_id(),
-            "peer": self.peer_address[0],
-            "peer_port": self.peer_address[1],
-            "calling_aet": calling,
-            "called_aet": called,
-            "outcome": outcome,
-            "reason": reason,
-            "duration_ms": round((self.loop.time() - self.opened_at) * 1000, 1),
-            "requests": self.requests_answered,
-            "bytes_received": self.bytes_received,
-        }
-        if outcome == "aborted":
-            fields["detail"] = self.close_reason
-        log.log(
-            level,
-            "%s association from %s (%s -> %s)%s",
-            outcome,
-            self.peer_address[0],
-            calling,
-            called,
-            f": {reason}" if reason else "",
-            extra=fields,
-        )
-
-    def _acceptor_id(self) -> str:
-        """The id that tags this acceptor's requests on the wire (the bridge's), so a line
-        here meets the broker's and workers' lines about the same request."""
-        return str(getattr(self.settings.dispatcher, "acceptor_id", self.settings.acceptor_id))
-
-    def log_failed_request(
-        self, message_id: int, response: DimseMessage, comment: str | None = None
-    ) -> None:
-        """A WARNING line for a final response whose status is in the Warning or Failure
-        class (PS3.7 Annex C); nothing for success or cancel."""
-        status = int(getattr(response, "status", 0xC000))
-        category = classify(status)
-        if category is not StatusCategory.WARNING and category is not StatusCategory.FAILURE:
-            return
-        name = type(response).__name__.removesuffix("RSP")
-        command = name[:1] + "-" + re.sub(r"(?<=[a-z])(?=[A-Z])", "-", name[1:]).upper()
-        outcome = "failed" if category is StatusCategory.FAILURE else "warning"
-        log.warning(
-            "%s request %d %s: status 0x%04X",
-            command,
-            message_id,
-            outcome,
-            status,
-            extra={
-                "assoc_id": self.assoc_id,
-                "acceptor": self._acceptor_id(),
-                "msg_id": message_id,
-                "command": command,
-                "status": f"0x{status:04X}",
-                "outcome": outcome,
-                "error_comment": comment or getattr(response, "error_comment", None),
-                "calling_aet": self.info.calling_ae_title if self.info is not None else None,
-            },
-        )
-
     # --- ReplySink --------------------------------------------------------------------------
 
     def send_response(
@@ -750,104 +671,3 @@ class ServerAssociation(Connection):
                     self._release()
             elif not self.queued:
                 self.resume_reading()
-
-    async def store_suboperation(
-        self,
-        request: ServiceRequest,
-        sop_class_uid: str,
-        sop_instance_uid: str,
-        transfer_syntax: str,
-        dataset: bytes,
-        deadline: float | None = None,
-    ) -> int:
-        """C-GET sub-operation: C-STORE-RQ on this association, wait for the C-STORE-RSP.
-
-        A peer that does not answer within the DIMSE timeout (SUBOPERATION_RESPONSE_TIMEOUT
-        when none is set) gets an A-ABORT: the sub-operations queued behind it fail at once
-        instead of reaching the peer after the C-GET ended."""
-        context_id = next(
-            (
-                context.context_id
-                for context in request.association.storage_contexts
-                if context.abstract_syntax == sop_class_uid
-                and context.transfer_syntax == transfer_syntax
-            ),
-            None,
-        )
-        if context_id is None or self.transport is None or self.transport.is_closing():
-            return 0xA702
-        # One C-STORE-RQ outstanding at a time, in the order they came (asyncio.Lock is FIFO):
-        # the requestor performs one operation at a time unless it negotiated more (PS3.7
-        # D.3.3.3). A worker may queue the next ones here while the peer stores this one.
-        async with self._suboperation_turn:
-            await self.drain()
-            if self.transport is None or self.transport.is_closing():
-                return 0xA702  # the association went away while we waited to write
-            if deadline is not None and self.loop.time() >= deadline:
-                return 0xA702  # its requester gave up while it waited for its turn
-            message_id = next(self._suboperation_ids) & 0xFFFF or next(self._suboperation_ids)
-            future: asyncio.Future[int] = self.loop.create_future()
-            self._suboperations[message_id] = future
-            self.send_message(
-                context_id,
-                CStoreRQ(
-                    message_id=message_id,
-                    affected_sop_class_uid=sop_class_uid,
-                    affected_sop_instance_uid=sop_instance_uid,
-                ),
-                dataset,
-            )
-            timeout = self.settings.dimse_timeout or SUBOPERATION_RESPONSE_TIMEOUT
-            try:
-                return await asyncio.wait_for(future, timeout)
-            except TimeoutError:
-                self._give_up_suboperation(message_id, f"timeout ({timeout:g} s)")
-                return 0xA702
-            except asyncio.CancelledError:  # whoever waited for it stopped waiting
-                self._give_up_suboperation(message_id, "timeout (its requester gave up)")
-                raise
-
-    def _give_up_suboperation(self, message_id: int, why: str) -> None:
-        """A C-STORE-RQ stays unanswered: end the association rather than send the next one
-        while it is outstanding (and after the C-GET may have ended)."""
-        self._suboperations.pop(message_id, None)
-        if self.transport is not None and not self.transport.is_closing():
-            self.abort(f"C-STORE sub-operation response {why}")
-
-    async def send_event_report(
-        self,
-        context_id: int,
-        sop_class_uid: str,
-        sop_instance_uid: str,
-        event_type: int,
-        dataset: bytes | None,
-    ) -> int | None:
-        """N-EVENT-REPORT-RQ on this association (e.g. a Storage Commitment result, PS3.4
-        J.3.3, after the N-ACTION-RSP); the N-EVENT-REPORT-RSP status, or None when the
-        association is no longer there to carry it."""
-        if (
-            self.transport is None
-            or self.transport.is_closing()
-            or not self.upper_layer.is_established
-            or context_id not in self.contexts
-        ):
-            return None
-        message_id = next(self._suboperation_ids) & 0xFFFF or next(self._suboperation_ids)
-        future: asyncio.Future[int] = self.loop.create_future()
-        self._suboperations[message_id] = future
-        self.send_message(
-            context_id,
-            NEventReportRQ(
-                message_id=message_id,
-                affected_sop_class_uid=sop_class_uid,
-                affected_sop_instance_uid=sop_instance_uid,
-                event_type_id=event_type,
-                has_dataset=dataset is not None,
-            ),
-            dataset,
-        )
-        try:
-            return await asyncio.wait_for(future, self.settings.dimse_timeout or 60.0)
-        except (TimeoutError, ConnectionError):
-            self._suboperations.pop(message_id, None)
-            return None
