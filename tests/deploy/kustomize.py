@@ -2,7 +2,8 @@
 # `kubectl` is not installed.
 #
 # Rules: it supports exactly the kustomization fields deploy/k8s uses (resources, namespace,
-# images, replicas, and JSON 6902 patches with a kind/name target) and refuses anything else
+# images, replicas, JSON 6902 patches with a kind/name target, and the strategic-merge patch
+# `$patch: delete` that removes one resource) and refuses anything else
 # with NotImplementedError, so a new feature in a kustomization cannot be silently ignored.
 # Where kubectl is present, tests/deploy/test_manifests.py checks that this renderer and
 # `kubectl kustomize` give the same documents.
@@ -69,6 +70,9 @@ def render(directory: Path) -> list[Document]:
 def _apply_patch(directory: Path, patch: dict[str, Any], documents: list[Document]) -> None:
     text = patch["patch"] if "patch" in patch else (directory / patch["path"]).read_text()
     operations = yaml.safe_load(text)
+    if isinstance(operations, dict) and operations.get("$patch") == "delete":
+        _delete(directory, operations, documents)
+        return
     if not isinstance(operations, list):
         raise NotImplementedError(f"{directory}: only JSON 6902 patches (a list of operations)")
     target = patch["target"]
@@ -84,6 +88,15 @@ def _apply_patch(directory: Path, patch: dict[str, Any], documents: list[Documen
     for document in matches:
         for operation in operations:
             apply_operation(document, operation)
+
+
+def _delete(directory: Path, patch: dict[str, Any], documents: list[Document]) -> None:
+    """A strategic-merge `$patch: delete`: the resource of that kind and name goes."""
+    kind, name = patch["kind"], patch["metadata"]["name"]
+    found = [d for d in documents if d["kind"] == kind and d["metadata"]["name"] == name]
+    if not found:
+        raise ValueError(f"{directory}: no {kind} {name!r} to delete")
+    documents[:] = [d for d in documents if d not in found]
 
 
 def _pointer(path: str) -> list[str]:

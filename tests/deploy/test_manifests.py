@@ -508,3 +508,5 @@ def test_objects_overlay_stores_in_a_bucket_without_a_shared_volume(
         if "persistentVolumeClaim" in v
     ]
     assert claims == []
+    assert "PersistentVolumeClaim" not in {d["kind"] for d in documents}  # none rendered
+    assert "PersistentVolumeClaim" in {d["kind"] for d in rendered["production"]}
