@@ -8,6 +8,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 import pytest
@@ -15,7 +18,16 @@ import pytest
 from node.acceptor import build_server_ae
 from node.cli import main as cli_main
 from node.dicomio import read_part10
-from tests.synthetic import make_dataset, run_tool, write_datasets
+from tests.synthetic import (
+    PATIENCE,
+    free_port,
+    make_dataset,
+    run_tool,
+    running,
+    tool_env,
+    wait_for_port,
+    write_datasets,
+)
 from tests.workers.archive import archive_datasets
 from tests.workers.seaweed import SeaweedServer, weed_binary
 from workers.store.index import Index
@@ -208,3 +220,127 @@ def test_index_rebuild_from_the_bucket(
     assert "indexed 12 files" in capsys.readouterr().out
     with Index.open(fresh) as index:
         assert index.counts()["instance"] == 12
+
+
+def test_dicomnode_serve_cluster_with_the_object_store(
+    seaweed: SeaweedServer, tmp_path: Path
+) -> None:
+    """`dicomnode serve --workers 2 --store s3://...`: storescu in through acceptor, broker
+    and workers, C-FIND, C-GET and C-MOVE (to DCMTK storescp) back out byte for byte, every
+    object in the bucket and none under DATA_DIR/objects."""
+    port, move_port = free_port(), free_port()
+    data = tmp_path / "data"
+    url = seaweed.url("dicomnode", "serve-cluster")
+    datasets = [make_dataset(1, 1, series, instance) for series in (1, 2) for instance in (1, 2, 3)]
+    files = write_datasets(datasets, tmp_path / "in")
+    log = (tmp_path / "serve.log").open("wb")
+    serve = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "node.cli",
+            "serve",
+            "--workers",
+            "2",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--data-dir",
+            str(data),
+            "--store",
+            url,
+            "--no-fsync",
+            "--ae-title",
+            TITLE,
+            "--known-ae",
+            f"STORESCP=127.0.0.1:{move_port}",
+        ],
+        env=tool_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for_port(serve, port)
+        stored = run_tool(["storescu", "-aec", TITLE, "127.0.0.1", port, *files])
+        assert stored.returncode == 0, stored.output
+        client = ObjectStore(url, tmp_path / "probe").client
+        names = {
+            o.object_name
+            for o in client.list_objects("dicomnode", prefix="serve-cluster/", recursive=True)
+        }
+        assert len(names) == len(files)
+        assert not (data / "objects").exists()
+        study = str(datasets[0].StudyInstanceUID)
+        found = run_tool(
+            [
+                "findscu",
+                "-S",
+                "-aec",
+                TITLE,
+                "-k",
+                "QueryRetrieveLevel=SERIES",
+                "-k",
+                f"StudyInstanceUID={study}",
+                "-k",
+                "SeriesInstanceUID",
+                "127.0.0.1",
+                port,
+            ]
+        )
+        assert found.returncode == 0, found.output
+        assert found.output.count("(0020,000e) UI") >= 2, found.output
+        fetched = tmp_path / "get"
+        fetched.mkdir()
+        got = run_tool(
+            [
+                "getscu",
+                "-S",
+                "-aec",
+                TITLE,
+                "-od",
+                fetched,
+                "-k",
+                "QueryRetrieveLevel=STUDY",
+                "-k",
+                f"StudyInstanceUID={study}",
+                "127.0.0.1",
+                port,
+            ]
+        )
+        assert got.returncode == 0, got.output
+        originals = {str(p.name): read_part10(str(p)).data for p in files}
+        retrieved = [read_part10(str(p)).data for p in fetched.iterdir()]
+        assert sorted(retrieved) == sorted(originals.values())  # byte for byte
+        moved = tmp_path / "moved"
+        moved.mkdir()
+        with running(["storescp", "-aet", "STORESCP", "-od", moved, move_port], move_port):
+            move = run_tool(
+                [
+                    "movescu",
+                    "-S",
+                    "-aec",
+                    TITLE,
+                    "-aem",
+                    "STORESCP",
+                    "-k",
+                    "QueryRetrieveLevel=STUDY",
+                    "-k",
+                    f"StudyInstanceUID={study}",
+                    "127.0.0.1",
+                    port,
+                ]
+            )
+        assert move.returncode == 0, move.output
+        assert sorted(read_part10(str(p)).data for p in moved.iterdir()) == sorted(retrieved)
+    finally:
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGTERM)
+        try:
+            serve.wait(PATIENCE)
+        finally:
+            if serve.poll() is None:
+                os.killpg(serve.pid, signal.SIGKILL)
+                serve.wait()
+            log.close()
