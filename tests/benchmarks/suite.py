@@ -1,7 +1,11 @@
 # The side-by-side benchmark suite (issue 9): the same DCMTK client, the same data, against
-# DCMTK storescp (single and --fork), pynetdicom storescp (its own venv) and dicomnode
+# DCMTK storescp (single and --fork), Orthanc, pynetdicom storescp (its own venv) and dicomnode
 # (in-process, and `serve` through acceptor -> broker -> worker -> durable file with 1 and 2
-# workers). Prints and writes a markdown table with absolute figures and ratios.
+# workers). Prints and writes a markdown table with absolute figures and ratios, and for the
+# store rows the server's CPU per stored object (issue 15): user + system seconds of the
+# server's whole process tree (tests/benchmarks/proctree.py: acceptor, broker, workers; the
+# children storescp --fork forks per association, counted through its cutime/cstime once reaped)
+# from just before the client starts to just after it ends, divided by the objects stored.
 #
 # Run: `python -m tests.benchmarks.suite [--quick] [--only NAME...]`. Not a test: CI never runs it.
 # Rules: every server is started here and killed here; TCP_NODELAY=1 for every DCMTK process;
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tests.benchmarks.peers import ensure_peer_venv
+from tests.benchmarks.proctree import tree_cpu_seconds
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -183,13 +188,26 @@ class Server:
     command: list[str]
     note: str = ""
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    #: a configuration file written before the start ({port}, {out}, {http} replaced), passed
+    #: where the command says {config}
+    config: str = ""
 
     @contextlib.contextmanager
     def running(self, port: int, out: Path) -> Iterator[subprocess.Popen[bytes]]:
         out.mkdir(parents=True, exist_ok=True)
-        command = [
-            part.replace("{port}", str(port)).replace("{out}", str(out)) for part in self.command
-        ]
+        values = {"{port}": str(port), "{out}": str(out), "{http}": str(free_port())}
+        if self.config:
+            config = out.parent / f"{self.name}.config.json"
+            text = self.config
+            for key, value in values.items():
+                text = text.replace(key, value)
+            config.write_text(text)
+            values["{config}"] = str(config)
+        command = []
+        for part in self.command:
+            for key, value in values.items():
+                part = part.replace(key, value)
+            command.append(part)
         log = (out.parent / f"{self.name}.log").open("wb")
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env=env(), start_new_session=True
@@ -241,6 +259,15 @@ def serve_command(port: int | str, out: Path | str, *extra: str) -> list[str]:
     ]
 
 
+#: Orthanc with its defaults but for ports and folders: no HTTP (not used), no plugins.
+ORTHANC_CONFIG = """{
+  "Name": "bench", "StorageDirectory": "{out}", "IndexDirectory": "{out}",
+  "HttpServerEnabled": false, "HttpPort": {http}, "DicomPort": {port},
+  "DicomCheckCalledAet": false, "Plugins": [], "RemoteAccessAllowed": false
+}
+"""
+
+
 def servers(peer_python: Path | None) -> dict[str, Server]:
     serve = serve_command("{port}", "{out}", "--max-associations", "64")
     result = {
@@ -285,6 +312,14 @@ def servers(peer_python: Path | None) -> dict[str, Server]:
             "no fsync (as the peers), index committed",
         ),
     }
+    if shutil.which("Orthanc"):
+        result["orthanc"] = Server(
+            "orthanc",
+            "Orthanc (SQLite)",
+            ["Orthanc", "{config}"],
+            "SQLite index, SyncStorageArea (fsync) as by default",
+            config=ORTHANC_CONFIG,
+        )
     if peer_python is not None:
         result["pynetdicom"] = Server(
             "pynetdicom",
@@ -333,21 +368,29 @@ class Workload:
     count: int
     unit: str
     reference: str  # the DCMTK server the target compares with
+    objects: int = 0  # objects stored per run (store rows): CPU per object divides by it
 
 
-def _keep_best(results: dict[tuple[str, str], float], key: tuple[str, str], value: float) -> None:
-    results[key] = max(value, results.get(key, 0.0))
+def _keep_best(results: dict[tuple[str, str], float], key: tuple[str, str], value: float) -> bool:
+    """Keep `value` if it beats the row's best so far; say whether it did."""
+    if value <= results.get(key, 0.0):
+        return False
+    results[key] = value
+    return True
 
 
-def measure_store(server: Server, work: Path, folders: Sequence[Path]) -> float:
+def measure_store(server: Server, work: Path, folders: Sequence[Path]) -> tuple[float, float]:
+    """Wall seconds of the store, and CPU seconds the server's process tree spent meanwhile."""
     port = free_port()
-    with server.running(port, work / f"out-{server.name}"):
+    with server.running(port, work / f"out-{server.name}") as process:
+        cpu = tree_cpu_seconds(process.pid)
         start = time.perf_counter()
         if len(folders) == 1:
             storescu(port, folders[0])
         else:
             parallel_storescu(port, folders)
-        return time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        return elapsed, tree_cpu_seconds(process.pid) - cpu
 
 
 def measure_echo(server: Server, work: Path, total: int) -> float:
@@ -495,6 +538,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--extras-only", action="store_true", help="only the 1 GB and idle figures, appended"
     )
     parser.add_argument(
+        "--workloads",
+        nargs="*",
+        default=None,
+        choices=["8k", "05", "32", "8a"],
+        help="store workloads to run (default all)",
+    )
+    parser.add_argument(
+        "--no-echo", dest="echo", action="store_false", help="skip the association-rate rows"
+    )
+    parser.add_argument(
         "--repeat", type=int, default=None, help="rounds per row, best kept (full 2, quick 1)"
     )
     args = parser.parse_args(argv)
@@ -527,23 +580,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         folder = work / f"ct8-{nfork}-{index}"
         spread.append(generate(folder, "ct", nfork // 8))
     workloads = [
-        (Workload("8k", f"C-STORE, 1 association, {n8k} x 8 KB", n8k, "img/s", "dcmtk"), [small]),
         (
-            Workload("05", f"C-STORE, 1 association, {n05} x 0.5 MB", n05, "img/s", "dcmtk"),
+            Workload("8k", f"C-STORE, 1 association, {n8k} x 8 KB", n8k, "img/s", "dcmtk", n8k),
+            [small],
+        ),
+        (
+            Workload("05", f"C-STORE, 1 association, {n05} x 0.5 MB", n05, "img/s", "dcmtk", n05),
             [medium],
         ),
         (
-            Workload("32", f"C-STORE, 1 association, {n32} x 32 MB", n32 * 32, "MB/s", "dcmtk"),
+            Workload(
+                "32", f"C-STORE, 1 association, {n32} x 32 MB", n32 * 32, "MB/s", "dcmtk", n32
+            ),
             [big],
         ),
         (
             Workload(
-                "8a", f"C-STORE, 8 associations, {nfork} x 0.5 MB", nfork, "img/s", "dcmtk-fork"
+                "8a",
+                f"C-STORE, 8 associations, {nfork} x 0.5 MB",
+                nfork,
+                "img/s",
+                "dcmtk-fork",
+                nfork // 8 * 8,
             ),
             spread,
         ),
     ]
+    workloads = [(w, f) for w, f in workloads if args.workloads is None or w.name in args.workloads]
     results: dict[tuple[str, str], float] = {}
+    # CPU ms per stored object, from the round that gave the row its best rate
+    cpu: dict[tuple[str, str], float] = {}
     repeats = args.repeat if args.repeat is not None else (1 if quick else 2)
     # Rounds go over every server in turn (not one server N times in a row), so a slow spell
     # of this shared machine lands on all of them; each row keeps its best round.
@@ -556,14 +622,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     continue
                 server = available[name]
                 try:
-                    elapsed = measure_store(server, work, folders)
+                    elapsed, used = measure_store(server, work, folders)
                 except Exception as error:  # noqa: BLE001 - report and go on
                     print(f"{workload.label} / {server.label}: FAILED {error}", file=sys.stderr)
                     continue
-                _keep_best(results, (workload.name, name), workload.count / elapsed)
+                per_object = used * 1000 / workload.objects
+                if _keep_best(results, (workload.name, name), workload.count / elapsed):
+                    cpu[(workload.name, name)] = per_object
                 print(
                     f"[{round_number}/{repeats}] {workload.label:45} {server.label:35} "
-                    f"{workload.count / elapsed:9.1f} {workload.unit}",
+                    f"{workload.count / elapsed:9.1f} {workload.unit} "
+                    f"{per_object:7.2f} ms CPU/object",
                     flush=True,
                 )
     echo = Workload(
@@ -573,7 +642,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "assoc/s",
         "dcmtk",
     )
-    for round_number in range(1, repeats + 1):
+    for round_number in range(1, repeats + 1 if args.echo else 1):
         for name in names:
             if name.endswith("-nofsync"):
                 continue  # C-ECHO writes nothing: the same server as with fsync
@@ -591,7 +660,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 flush=True,
             )
     extras = [] if args.skip_extra else extra_figures(work, quick)
-    write_report(results, workloads, echo, available, names, extras, repeats)
+    write_report(results, workloads, echo, available, names, extras, repeats, cpu)
     empty_trash(work, settle=False)
     return 0
 
@@ -699,7 +768,9 @@ def write_report(
     names: Sequence[str],
     extras: list[str],
     repeats: int = 1,
+    cpu: dict[tuple[str, str], float] | None = None,
 ) -> None:
+    cpu = cpu or {}
     rounds = f"best of {repeats} rounds" if repeats > 1 else "one round"
     lines = [
         "# dicomnode benchmark suite",
@@ -707,10 +778,12 @@ def write_report(
         f"Machine: {machine()}. Client: DCMTK storescu (TCP_NODELAY=1, max PDU 16 KB); "
         f"associations by ../shared/bench/echo_load.py; {rounds} per row (servers taken in "
         "turn). dicomnode rows fsync each object (file and directory) before answering unless "
-        "marked --no-fsync; DCMTK and pynetdicom never fsync.",
+        "marked --no-fsync; DCMTK and pynetdicom never fsync. CPU/object: user + system CPU "
+        "of the server's whole process tree (all dicomnode processes; storescp --fork with its "
+        "children) while the client ran, per stored object, from the row's best round.",
         "",
-        "| workload | server | result | vs DCMTK | vs pynetdicom | note |",
-        "|---|---|---:|---:|---:|---|",
+        "| workload | server | result | CPU/object | vs DCMTK | vs pynetdicom | note |",
+        "|---|---|---:|---:|---:|---:|---|",
     ]
     for workload in [w for w, _ in workloads] + [echo]:
         reference = results.get((workload.name, workload.reference))
@@ -724,8 +797,10 @@ def write_report(
             server = available[name]
             versus_dcmtk = f"{value / reference:.2f}x" if reference else "-"
             versus_peer = f"{value / peer:.1f}x" if peer else "-"
+            per_object = cpu.get((workload.name, name))
+            used = f"{per_object:.2f} ms" if per_object is not None else "-"
             lines.append(
-                f"| {workload.label} | {server.label} | {value:.1f} {workload.unit} | "
+                f"| {workload.label} | {server.label} | {value:.1f} {workload.unit} | {used} | "
                 f"{versus_dcmtk} | {versus_peer} | {server.note} |"
             )
     if extras:
