@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED_BENCH = ROOT.parent / "shared" / "bench"
+# ../shared/bench beside the checkout; DICOMNODE_SHARED_BENCH for a checkout elsewhere (a worktree)
+SHARED_BENCH = Path(os.environ.get("DICOMNODE_SHARED_BENCH", ROOT.parent / "shared" / "bench"))
 RESULTS = Path(__file__).resolve().parent / "results" / "suite.md"
 PYTHON = sys.executable
 
