@@ -13,6 +13,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from node import evt
+from node.acceptor.server import AcceptorServer, AssociationHooks, ServerSettings
 from node.acse.contexts import (
     PresentationContext,
     validate_uid,
@@ -20,12 +21,11 @@ from node.acse.contexts import (
 from node.acse.negotiation import AcceptorPolicy
 from node.acse.requestor import build_associate_rq
 from node.ae_settings import ValidatedSettings, checked_title
-from node.client import ClientSettings, open_association
 from node.extended import relational_query_replies
 from node.local import ThreadDispatcher
 from node.presets import DEFAULT_TRANSFER_SYNTAXES, build_context
-from node.scu import Association, AsyncAssociation, LoopThread
-from node.transport.server import AcceptorServer, AssociationHooks, ServerSettings
+from node.scu.association import ClientSettings, open_association
+from node.scu.services import Association, AsyncAssociation, LoopThread
 from node.ul.items import (
     RoleSelectionSubItem,
     SOPClassCommonExtendedNegotiationSubItem,
@@ -364,7 +364,7 @@ class ApplicationEntity(ValidatedSettings):
         self._stopped.clear()
         dispatcher: Any
         if broker is not None:
-            from node.bridge import ZmqDispatcher
+            from node.acceptor.bridge import ZmqDispatcher
 
             dispatcher = ZmqDispatcher(broker, curve=curve)
         else:

@@ -4,7 +4,7 @@
 # acceptor (node.transport) and the workers can import it. A ServiceRequest is what crosses the
 # seam; it carries the decoded command and the data set as opaque bytes. Two implementations
 # exist behind `Dispatcher`: node.local.ThreadDispatcher (in-process, a thread pool) and the
-# ZeroMQ bridge (node.bridge) that hands requests to worker processes through the broker.
+# ZeroMQ bridge (node.acceptor.bridge) that hands requests to worker processes through the broker.
 from __future__ import annotations
 
 from dataclasses import dataclass, field

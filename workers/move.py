@@ -11,11 +11,11 @@ import threading
 from typing import TYPE_CHECKING
 
 from node.acse.requestor import build_associate_rq
-from node.client import ClientSettings, open_association
 from node.dicomio import Part10, stored_transfer_syntax
 from node.dimse.status import QueryRetrieveStatus
 from node.presets import StoragePresentationContexts, build_context
-from node.scu import UNCOMPRESSED, AsyncAssociation, LoopThread
+from node.scu.association import ClientSettings, open_association
+from node.scu.services import UNCOMPRESSED, AsyncAssociation, LoopThread
 
 if TYPE_CHECKING:
     from types import TracebackType

@@ -44,7 +44,7 @@ COMMANDS = {
 ROLE_MODULES = {
     "broker": "broker.__main__",
     "worker": "workers.__main__",
-    "acceptor": "node.acceptor",
+    "acceptor": "node.acceptor.main",
 }
 
 

@@ -79,7 +79,7 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
         default=30.0,
         help="on SIGTERM, seconds open associations get to finish",
     )
-    from node.acceptor import add_access_options
+    from node.acceptor.main import add_access_options
 
     add_access_options(serve)
     serve.add_argument("--max-associations", type=int, default=64)

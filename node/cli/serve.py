@@ -29,11 +29,11 @@ def command_serve(args: argparse.Namespace) -> int:
         logging.getLogger("dicomnode.serve").info("%s", banner)
     else:
         print(banner, flush=True)
-    from node.acceptor import forwarded_access_arguments, serves_worklist, tls_server_context
+    from node.acceptor.main import forwarded_access_arguments, serves_worklist, tls_server_context
 
     ssl_context = tls_server_context(args)  # a bad certificate or key fails here, at once
     if args.workers:
-        from node.acceptor import apply_access_options as check_access_options
+        from node.acceptor.main import apply_access_options as check_access_options
         from node.ae import AE
         from node.cluster import Cluster, ClusterConfig
 
@@ -70,7 +70,7 @@ def command_serve(args: argparse.Namespace) -> int:
             )
         )
         return cluster.run()
-    from node.acceptor import build_server_ae
+    from node.acceptor.main import build_server_ae
     from workers.store.index import Index
     from workers.store.objects import open_store
 
@@ -82,7 +82,7 @@ def command_serve(args: argparse.Namespace) -> int:
         maximum_pdu=args.max_pdu,
     )
     ae.known_aes = dict(args.known_ae)
-    from node.acceptor import apply_access_options, install_drain
+    from node.acceptor.main import apply_access_options, install_drain
 
     apply_access_options(ae, args)
     ae.acse_timeout = args.acse_timeout

@@ -19,7 +19,7 @@ from node.cli.common import (
 
 def command_store(args: argparse.Namespace) -> int:
     from node.dicomio import read_part10
-    from node.scu import UNCOMPRESSED
+    from node.scu.services import UNCOMPRESSED
 
     files = list(walk_files(args.paths))
     if not files:

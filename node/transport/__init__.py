@@ -1,1 +1,2 @@
-# The asyncio transport around the sans-IO core (server side and shared connection).
+# The asyncio connection around the sans-IO core, shared by the acceptor (node.acceptor.server)
+# and the SCU client (node.scu.services).

@@ -55,7 +55,11 @@ def role_parser(role: str) -> argparse.ArgumentParser:
 
         cli.build_parser()
         return cli.SERVE_PARSER[0]
-    module = {"acceptor": "node.acceptor", "worker": "workers.__main__", "broker": "broker.config"}
+    module = {
+        "acceptor": "node.acceptor.main",
+        "worker": "workers.__main__",
+        "broker": "broker.config",
+    }
     parser: argparse.ArgumentParser = importlib.import_module(module[role]).build_parser()
     return parser
 

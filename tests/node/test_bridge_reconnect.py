@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from node.bridge import ZmqDispatcher
+from node.acceptor.bridge import ZmqDispatcher
 
 
 def test_read_loop_survives_reconnects(tmp_path):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from node.client import ClientConnection
 from node.dimse.messages import CStoreRQ, CStoreRSP, NEventReportRQ, NEventReportRSP
+from node.scu.association import ClientConnection
 
 
 def _answers(command: Any) -> list[tuple[int, Any]]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from node.acceptor import (
+from node.acceptor.main import (
     DEFAULT_MAXIMUM_DATASET_SIZE,
     add_access_options,
     apply_access_options,

@@ -1,4 +1,5 @@
-"""DICOMNODE_LOOP picks the event loop of the AE's loop thread (node.scu.new_event_loop)."""
+"""DICOMNODE_LOOP picks the event loop of the AE's loop thread
+(node.scu.services.new_event_loop)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import importlib.util
 
 import pytest
 
-from node.scu import new_event_loop
+from node.scu.services import new_event_loop
 
 
 def test_asyncio_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:

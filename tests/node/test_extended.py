@@ -36,7 +36,7 @@ def test_the_ae_answers_relational_queries_only_for_the_built_in_archive():
     """`serve` and `acceptor` agree relational queries unless a handler answers C-FIND
     (--handlers with on_c_find / --worklist); a user's own hook always wins."""
     from node import AE
-    from node.acceptor import build_server_ae
+    from node.acceptor.main import build_server_ae
 
     def negotiate(ae: AE, info: bytes = b"\x01") -> dict[str, bytes]:
         hook = ae._policy().on_sop_class_extended  # what the acceptor's ACSE calls

@@ -320,7 +320,7 @@ def test_option_and_config_file_key(tmp_path):
 
 def test_every_role_takes_the_option_and_serve_passes_it_on(tmp_path):
     from broker.config import parse_args as broker_args
-    from node.acceptor import build_parser as acceptor_parser
+    from node.acceptor.main import build_parser as acceptor_parser
     from node.cli import build_parser as cli_parser
     from workers.__main__ import build_parser as worker_parser
 

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from node import cli
-from node.acceptor import (
+from node.acceptor.main import (
     add_access_options,
     apply_access_options,
     build_parser,
@@ -165,7 +165,7 @@ def test_config_file_security_keys(tmp_path):
 
 
 def test_acceptor_role_refuses_bad_security_options(tmp_path, capsys):
-    from node.acceptor import main
+    from node.acceptor.main import main
 
     code = main(["--broker", "ipc://x", "--tls-key", "k.pem"])
     assert code == 2

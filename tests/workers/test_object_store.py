@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from node.acceptor import build_server_ae
+from node.acceptor.main import build_server_ae
 from node.cli import main as cli_main
 from node.dicomio import read_part10
 from tests.synthetic import (

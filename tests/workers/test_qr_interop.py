@@ -12,7 +12,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from node import AE
-from node.acceptor import build_server_ae
+from node.acceptor.main import build_server_ae
 from node.dicomio import read_part10
 from node.ul.items import SOPClassExtendedNegotiationSubItem
 from tests.synthetic import free_port, run_tool, running, write_datasets

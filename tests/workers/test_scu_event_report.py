@@ -10,10 +10,10 @@ import queue
 from typing import TYPE_CHECKING, Any
 
 from node import AE, evt
+from node.acceptor.server import AcceptorServer, ServerSettings
 from node.dicomio import encode_dataset
 from node.dimse.commands import NActionRSP, NEventReportRQ
-from node.scu import LoopThread
-from node.transport.server import AcceptorServer, ServerSettings
+from node.scu.services import LoopThread
 from tests.synthetic import CT_IMAGE_STORAGE, PATIENCE
 from tests.workers.network import modality
 from workers.handlers.commitment import (

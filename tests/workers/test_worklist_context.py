@@ -8,7 +8,12 @@ from typing import TYPE_CHECKING
 import pytest
 from pydicom.dataset import Dataset
 
-from node.acceptor import MODALITY_WORKLIST_FIND, build_parser, build_server_ae, serves_worklist
+from node.acceptor.main import (
+    MODALITY_WORKLIST_FIND,
+    build_parser,
+    build_server_ae,
+    serves_worklist,
+)
 from tests.synthetic import run_tool
 
 if TYPE_CHECKING:

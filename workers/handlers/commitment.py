@@ -29,7 +29,7 @@ from workers.store.index import index_of
 
 if TYPE_CHECKING:
     from node.dispatch import Channel, ServiceRequest
-    from node.scu import AsyncAssociation
+    from node.scu.services import AsyncAssociation
     from workers.handlers.common import Handlers
     from workers.store.index import Index
 
@@ -259,9 +259,9 @@ def _send_once(
     information: Dataset,
 ) -> int:
     from node.acse.requestor import build_associate_rq
-    from node.client import ClientSettings, open_association
     from node.presets import build_context
-    from node.scu import AsyncAssociation
+    from node.scu.association import ClientSettings, open_association
+    from node.scu.services import AsyncAssociation
     from workers.move import IMPLEMENTATION_CLASS_UID, _loop
 
     request = build_associate_rq(

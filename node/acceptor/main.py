@@ -2,8 +2,8 @@
 # with `dicomnode serve`.
 #
 # Rules: the acceptor owns TCP and the DICOM Upper Layer and hands every DIMSE request to the
-# broker (node.bridge.ZmqDispatcher); it never runs a service handler itself. Several acceptor
-# processes may share one port (SO_REUSEPORT).
+# broker (node.acceptor.bridge.ZmqDispatcher); it never runs a service handler itself. Several
+# acceptor processes may share one port (SO_REUSEPORT).
 from __future__ import annotations
 
 import argparse
@@ -321,7 +321,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         curve=curve,
     )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

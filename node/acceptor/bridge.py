@@ -30,7 +30,7 @@ from node.dimse.status import Status, StorageStatus
 if TYPE_CHECKING:
     from node.dispatch import ReplySink, ServiceRequest
 
-log = logging.getLogger("dicomnode.bridge")
+log = logging.getLogger("dicomnode.acceptor.bridge")
 
 #: Deadline for requests when the AE has no dimse_timeout: nothing waits forever.
 DEFAULT_REQUEST_TIMEOUT = 600.0

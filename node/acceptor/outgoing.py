@@ -16,9 +16,9 @@ from node.dimse.status import QueryRetrieveStatus, StorageStatus
 if TYPE_CHECKING:
     import itertools
 
+    from node.acceptor.server import ServerSettings
     from node.dimse.commands import DimseMessage
     from node.dispatch import ServiceRequest
-    from node.transport.server import ServerSettings
     from node.ul.association import UpperLayer
 
 log = logging.getLogger("dicomnode.acceptor")

@@ -15,6 +15,8 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from node.acceptor.association_log import AssociationLog
+from node.acceptor.outgoing import OutgoingRequests
 from node.acse.negotiation import Acceptance, AcceptorPolicy, negotiate_as_acceptor
 from node.dimse.commands import CCancelRQ, CEchoRQ, CEchoRSP
 from node.dimse.errors import DatasetTooLargeError
@@ -22,9 +24,7 @@ from node.dimse.fragment import DatasetChunk, DatasetStreamStarted, MessageAssem
 from node.dimse.messages import RESPONSE_CLASS
 from node.dimse.status import Status
 from node.dispatch import AssociationInfo, ServiceRequest, StorageContext
-from node.transport.association_log import AssociationLog
 from node.transport.connection import Connection
-from node.transport.outgoing import OutgoingRequests
 from node.ul.association import Role
 from node.ul.errors import LocalProtocolError
 from node.ul.pdu import (

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from node.client import AssociationBase, AssociationError
 from node.dicomio import (
     Part10,
     decode_dataset,
@@ -37,6 +36,7 @@ from node.dimse.commands import (
     NGetRQ,
     NSetRQ,
 )
+from node.scu.association import AssociationBase, AssociationError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from node.acse.contexts import NegotiatedContext
     from node.dimse.commands import DimseMessage
 
-log = logging.getLogger("dicomnode.scu")
+log = logging.getLogger("dicomnode.scu.services")
 
 VERIFICATION = "1.2.840.10008.1.1"
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian)

@@ -11,9 +11,9 @@ from node.dimse.status import StatusCategory, classify
 if TYPE_CHECKING:
     import asyncio
 
+    from node.acceptor.server import ServerSettings
     from node.dimse.commands import DimseMessage
     from node.dispatch import AssociationInfo
-    from node.transport.server import ServerSettings
     from node.ul.pdu import AssociateRQ
 
 log = logging.getLogger("dicomnode.acceptor")

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from node.dispatch import Dispatcher
     from node.ul.pdu import PDU
 
-log = logging.getLogger("dicomnode.scu")
+log = logging.getLogger("dicomnode.scu.services")
 
 
 class AssociationError(Exception):
