@@ -1,7 +1,7 @@
 # The seam between the acceptor and whatever runs the service handlers.
 #
 # Rules: plain data and typing.Protocols only (no asyncio, no zmq, no pydicom), so both the
-# acceptor (node.transport) and the workers can import it. A ServiceRequest is what crosses the
+# acceptor (node.acceptor) and the workers can import it. A ServiceRequest is what crosses the
 # seam; it carries the decoded command and the data set as opaque bytes. Two implementations
 # exist behind `Dispatcher`: node.local.ThreadDispatcher (in-process, a thread pool) and the
 # ZeroMQ bridge (node.acceptor.bridge) that hands requests to worker processes through the broker.
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
+
+from node.dimse.messages import Request
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -63,7 +65,8 @@ class ServiceRequest:
 
     @property
     def message_id(self) -> int:
-        return int(getattr(self.command, "message_id", 0))
+        command = self.command
+        return command.message_id if isinstance(command, Request) else 0
 
 
 class ReplySink(Protocol):

@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from node.dimse.messages import Request
 from workers.service import handle_request
 from workers.store.spool import Spool
 
@@ -123,8 +124,9 @@ class _LocalStream:
         self.sink = sink
         self.spool = Spool(
             store.spool_directory if store is not None else None,
-            str(getattr(command, "affected_sop_class_uid", "") or request.abstract_syntax),
-            str(getattr(command, "affected_sop_instance_uid", "") or "1"),
+            (command.sop_class_uid if isinstance(command, Request) else "")
+            or request.abstract_syntax,
+            (command.sop_instance_uid if isinstance(command, Request) else None) or "1",
             request.transfer_syntax,
             request.association.calling_ae_title,
         )

@@ -26,6 +26,7 @@ import zmq
 from broker import wire
 from broker.liveness import Liveness
 from node.dimse.commands import decode_command, encode_command
+from node.dimse.messages import Request, Response
 from node.dimse.status import Status
 from node.dispatch import AssociationInfo, ServiceRequest, StorageContext
 from workers.service import handle_request
@@ -106,7 +107,7 @@ class WorkerChannel:
             assoc_id=envelope["assoc_id"],
             msg_id=envelope["msg_id"],
             final=final,
-            status=int(getattr(response, "status", 0)),
+            status=response.status if isinstance(response, Response) else 0,
         )
         command = encode_command(response)  # may raise: then nothing is marked finished
         self.worker.outbox.send([b"", header, command, dataset or b""])
@@ -431,8 +432,9 @@ class Worker:
             store = self.handlers.file_store
             spool = Spool(
                 store.spool_directory if store is not None else None,
-                str(getattr(message, "affected_sop_class_uid", "") or envelope["sop_class"]),
-                str(getattr(message, "affected_sop_instance_uid", "") or "1"),
+                (message.sop_class_uid if isinstance(message, Request) else "")
+                or str(envelope["sop_class"]),
+                (message.sop_instance_uid if isinstance(message, Request) else None) or "1",
                 str(envelope["ts_uid"]),
                 str(envelope["calling_aet"]),
             )

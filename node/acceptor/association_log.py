@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from node.dimse.messages import message_name
+from node.dimse.messages import Response, message_name
 from node.dimse.status import StatusCategory, classify
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ class AssociationLog:
     ) -> None:
         """A WARNING line for a final response whose status is in the Warning or Failure
         class (PS3.7 Annex C); nothing for success or cancel."""
-        status = int(getattr(response, "status", 0xC000))
+        status = response.status if isinstance(response, Response) else 0xC000
         category = classify(status)
         if category is not StatusCategory.WARNING and category is not StatusCategory.FAILURE:
             return
@@ -94,7 +94,8 @@ class AssociationLog:
                 "command": command,
                 "status": f"0x{status:04X}",
                 "outcome": outcome,
-                "error_comment": comment or getattr(response, "error_comment", None),
+                "error_comment": comment
+                or (response.error_comment if isinstance(response, Response) else None),
                 "calling_aet": self.info.calling_ae_title if self.info is not None else None,
             },
         )

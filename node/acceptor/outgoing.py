@@ -11,7 +11,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from node.dimse.commands import CStoreRQ, NEventReportRQ
-from node.dimse.status import QueryRetrieveStatus, StorageStatus
+from node.dimse.messages import Response
+from node.dimse.status import QueryRetrieveStatus
 
 if TYPE_CHECKING:
     import itertools
@@ -54,13 +55,16 @@ class OutgoingRequests:
         def abort(self, reason: str, abort_reason: int = ...) -> None: ...
 
     def _on_response(self, command: DimseMessage) -> None:
-        message_id = int(getattr(command, "message_id_being_responded_to", -1))
+        if not isinstance(command, Response):
+            log.warning("association %d: unexpected request %s", self.assoc_id, command)
+            return
+        message_id = command.message_id_being_responded_to
         future = self._suboperations.pop(message_id, None)
         if future is None:
             log.warning("association %d: unexpected response %s", self.assoc_id, command)
             return
         if not future.done():
-            future.set_result(int(getattr(command, "status", StorageStatus.CANNOT_UNDERSTAND)))
+            future.set_result(command.status)
 
     async def store_suboperation(
         self,

@@ -21,7 +21,7 @@ from node.acse.negotiation import Acceptance, AcceptorPolicy, negotiate_as_accep
 from node.dimse.commands import CCancelRQ, CEchoRQ, CEchoRSP
 from node.dimse.errors import DatasetTooLargeError
 from node.dimse.fragment import DatasetChunk, DatasetStreamStarted, MessageAssembler
-from node.dimse.messages import RESPONSE_CLASS
+from node.dimse.messages import RESPONSE_CLASS, Request, Response
 from node.dimse.status import Status
 from node.dispatch import AssociationInfo, ServiceRequest, StorageContext
 from node.transport.connection import Connection
@@ -414,12 +414,10 @@ class ServerAssociation(AssociationLog, OutgoingRequests, Connection):
         if context is None or self.info is None:
             self.provider_abort_unknown_context(context_id)
             return None
-        sop_class = getattr(command, "affected_sop_class_uid", None) or getattr(
-            command, "requested_sop_class_uid", None
-        )
-        if sop_class is not None and sop_class != context[0]:
+        sop_class = command.sop_class_uid if isinstance(command, Request) else None
+        if sop_class and sop_class != context[0]:
             # PS3.7 C.5: the SOP Class of a request is the abstract syntax of its context.
-            message_id = int(getattr(command, "message_id", 0))
+            message_id = command.message_id if isinstance(command, Request) else 0
             comment = f"SOP Class {sop_class} is not the abstract syntax of context {context_id}"
             response = self.refuse(
                 context_id,
@@ -571,7 +569,7 @@ class ServerAssociation(AssociationLog, OutgoingRequests, Connection):
         (A700H Out of Resources for C-STORE, PS3.4 B.2.3) and go on; the assembler drops the
         rest of the data set. A part already streamed to the dispatcher is abandoned."""
         command = error.command
-        message_id = int(getattr(command, "message_id", 0))
+        message_id = command.message_id if isinstance(command, Request) else 0
         streamed = self._stream
         if streamed is not None and streamed[0].command is command:
             self._stream = None
@@ -658,7 +656,7 @@ class ServerAssociation(AssociationLog, OutgoingRequests, Connection):
         if final:
             del self.in_flight[request.message_id]
             self.requests_answered += 1
-            status = int(getattr(response, "status", 0xC000))
+            status = response.status if isinstance(response, Response) else 0xC000
             if status:
                 self.log_failed_request(request.message_id, response)
             if self.settings.observer is not None:

@@ -59,13 +59,61 @@ _REQUEST_ID: Final = ("message_id",)
 _RESPONSE_ID: Final = ("message_id_being_responded_to", "status")
 
 
-class _Request:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Request:
+    """Fields every request but C-CANCEL-RQ has: its Message ID (0000,0110). The SOP class
+    and instance it is about, whether its type carries them as Affected or Requested SOP
+    Class/Instance UID, read as `sop_class_uid` and `sop_instance_uid`."""
+
+    is_request: ClassVar[bool] = True
+
+    message_id: int
+
+    @property
+    def sop_class_uid(self) -> str:
+        raise NotImplementedError  # pragma: no cover - every concrete request overrides it
+
+    @property
+    def sop_instance_uid(self) -> str | None:
+        return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AffectedRequest(Request):
+    """A request naming its SOP class as Affected SOP Class UID (0000,0002): DIMSE-C,
+    N-EVENT-REPORT and N-CREATE."""
+
+    affected_sop_class_uid: str
+
+    @property
+    def sop_class_uid(self) -> str:
+        return self.affected_sop_class_uid
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestedRequest(Request):
+    """A request naming its target as Requested SOP Class/Instance UID (0000,0003)/(0000,1001):
+    N-GET, N-SET, N-ACTION and N-DELETE."""
+
+    requested_sop_class_uid: str
+    requested_sop_instance_uid: str
+
+    @property
+    def sop_class_uid(self) -> str:
+        return self.requested_sop_class_uid
+
+    @property
+    def sop_instance_uid(self) -> str | None:
+        return self.requested_sop_instance_uid
+
+
+class _Cancel:
     __slots__ = ()
     is_request: ClassVar[bool] = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class _Response:
+class Response:
     """Fields every response has: the request's Message ID, the Status (PS3.7 Annex C) and
     the optional status detail fields Offending Element (0000,0901), Error Comment
     (0000,0902) and Error ID (0000,0903)."""
@@ -83,7 +131,7 @@ class _Response:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CStoreRQ(_Request):
+class CStoreRQ(AffectedRequest):
     """C-STORE-RQ, PS3.7 9.3.1.1."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.C_STORE_RQ
@@ -94,17 +142,19 @@ class CStoreRQ(_Request):
         "priority",
     )
 
-    message_id: int
-    affected_sop_class_uid: str
     affected_sop_instance_uid: str
     priority: int = Priority.MEDIUM
     move_originator_ae_title: str | None = None
     move_originator_message_id: int | None = None
     has_dataset: bool = True
 
+    @property
+    def sop_instance_uid(self) -> str | None:
+        return self.affected_sop_instance_uid
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CStoreRSP(_Response):
+class CStoreRSP(Response):
     """C-STORE-RSP, PS3.7 9.3.1.2."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.C_STORE_RSP
@@ -116,20 +166,18 @@ class CStoreRSP(_Response):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CFindRQ(_Request):
+class CFindRQ(AffectedRequest):
     """C-FIND-RQ, PS3.7 9.3.2.1. The data set is the Identifier."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.C_FIND_RQ
     REQUIRED: ClassVar[tuple[str, ...]] = (*_REQUEST_ID, "affected_sop_class_uid", "priority")
 
-    message_id: int
-    affected_sop_class_uid: str
     priority: int = Priority.MEDIUM
     has_dataset: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CFindRSP(_Response):
+class CFindRSP(Response):
     """C-FIND-RSP, PS3.7 9.3.2.2. Pending responses carry an Identifier (has_dataset=True)."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.C_FIND_RSP
@@ -140,20 +188,18 @@ class CFindRSP(_Response):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CGetRQ(_Request):
+class CGetRQ(AffectedRequest):
     """C-GET-RQ, PS3.7 9.3.3.1."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.C_GET_RQ
     REQUIRED: ClassVar[tuple[str, ...]] = (*_REQUEST_ID, "affected_sop_class_uid", "priority")
 
-    message_id: int
-    affected_sop_class_uid: str
     priority: int = Priority.MEDIUM
     has_dataset: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CGetRSP(_Response):
+class CGetRSP(Response):
     """C-GET-RSP, PS3.7 9.3.3.2, with the sub-operation counters (0000,1020)-(0000,1023)."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.C_GET_RSP
@@ -168,7 +214,7 @@ class CGetRSP(_Response):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CMoveRQ(_Request):
+class CMoveRQ(AffectedRequest):
     """C-MOVE-RQ, PS3.7 9.3.4.1."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.C_MOVE_RQ
@@ -179,15 +225,13 @@ class CMoveRQ(_Request):
         "move_destination",
     )
 
-    message_id: int
-    affected_sop_class_uid: str
     move_destination: str
     priority: int = Priority.MEDIUM
     has_dataset: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CMoveRSP(_Response):
+class CMoveRSP(Response):
     """C-MOVE-RSP, PS3.7 9.3.4.2, with the sub-operation counters (0000,1020)-(0000,1023)."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.C_MOVE_RSP
@@ -202,19 +246,18 @@ class CMoveRSP(_Response):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CEchoRQ(_Request):
+class CEchoRQ(AffectedRequest):
     """C-ECHO-RQ, PS3.7 9.3.5.1."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.C_ECHO_RQ
     REQUIRED: ClassVar[tuple[str, ...]] = (*_REQUEST_ID, "affected_sop_class_uid")
 
-    message_id: int
     affected_sop_class_uid: str = "1.2.840.10008.1.1"
     has_dataset: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CEchoRSP(_Response):
+class CEchoRSP(Response):
     """C-ECHO-RSP, PS3.7 9.3.5.2."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.C_ECHO_RSP
@@ -225,7 +268,7 @@ class CEchoRSP(_Response):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CCancelRQ(_Request):
+class CCancelRQ(_Cancel):
     """C-CANCEL-RQ (C-FIND/C-GET/C-MOVE-CANCEL-RQ), PS3.7 9.3.2.3; it has no Message ID
     of its own and no response."""
 
@@ -240,7 +283,7 @@ class CCancelRQ(_Request):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NEventReportRQ(_Request):
+class NEventReportRQ(AffectedRequest):
     """N-EVENT-REPORT-RQ, PS3.7 10.3.1.1. The data set is the Event Information."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.N_EVENT_REPORT_RQ
@@ -251,15 +294,17 @@ class NEventReportRQ(_Request):
         "event_type_id",
     )
 
-    message_id: int
-    affected_sop_class_uid: str
     affected_sop_instance_uid: str
     event_type_id: int
     has_dataset: bool = True
 
+    @property
+    def sop_instance_uid(self) -> str | None:
+        return self.affected_sop_instance_uid
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NEventReportRSP(_Response):
+class NEventReportRSP(Response):
     """N-EVENT-REPORT-RSP, PS3.7 10.3.1.2. The data set, if any, is the Event Reply."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.N_EVENT_REPORT_RSP
@@ -272,7 +317,7 @@ class NEventReportRSP(_Response):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NGetRQ(_Request):
+class NGetRQ(RequestedRequest):
     """N-GET-RQ, PS3.7 10.3.2.1."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.N_GET_RQ
@@ -282,15 +327,12 @@ class NGetRQ(_Request):
         "requested_sop_instance_uid",
     )
 
-    message_id: int
-    requested_sop_class_uid: str
-    requested_sop_instance_uid: str
     attribute_identifier_list: tuple[int, ...] | None = None
     has_dataset: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NGetRSP(_Response):
+class NGetRSP(Response):
     """N-GET-RSP, PS3.7 10.3.2.2. On success the data set is the Attribute List."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.N_GET_RSP
@@ -303,7 +345,7 @@ class NGetRSP(_Response):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NSetRQ(_Request):
+class NSetRQ(RequestedRequest):
     """N-SET-RQ, PS3.7 10.3.3.1. The data set is the Modification List."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.N_SET_RQ
@@ -313,14 +355,11 @@ class NSetRQ(_Request):
         "requested_sop_instance_uid",
     )
 
-    message_id: int
-    requested_sop_class_uid: str
-    requested_sop_instance_uid: str
     has_dataset: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NSetRSP(_Response):
+class NSetRSP(Response):
     """N-SET-RSP, PS3.7 10.3.3.2."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.N_SET_RSP
@@ -333,7 +372,7 @@ class NSetRSP(_Response):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NActionRQ(_Request):
+class NActionRQ(RequestedRequest):
     """N-ACTION-RQ, PS3.7 10.3.4.1. The data set is the Action Information."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.N_ACTION_RQ
@@ -344,15 +383,12 @@ class NActionRQ(_Request):
         "action_type_id",
     )
 
-    message_id: int
-    requested_sop_class_uid: str
-    requested_sop_instance_uid: str
     action_type_id: int
     has_dataset: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NActionRSP(_Response):
+class NActionRSP(Response):
     """N-ACTION-RSP, PS3.7 10.3.4.2. The data set, if any, is the Action Reply."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.N_ACTION_RSP
@@ -365,20 +401,22 @@ class NActionRSP(_Response):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NCreateRQ(_Request):
+class NCreateRQ(AffectedRequest):
     """N-CREATE-RQ, PS3.7 10.3.5.1. The data set is the Attribute List."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.N_CREATE_RQ
     REQUIRED: ClassVar[tuple[str, ...]] = (*_REQUEST_ID, "affected_sop_class_uid")
 
-    message_id: int
-    affected_sop_class_uid: str
     affected_sop_instance_uid: str | None = None
     has_dataset: bool = True
 
+    @property
+    def sop_instance_uid(self) -> str | None:
+        return self.affected_sop_instance_uid
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NCreateRSP(_Response):
+class NCreateRSP(Response):
     """N-CREATE-RSP, PS3.7 10.3.5.2."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.N_CREATE_RSP
@@ -391,7 +429,7 @@ class NCreateRSP(_Response):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NDeleteRQ(_Request):
+class NDeleteRQ(RequestedRequest):
     """N-DELETE-RQ, PS3.7 10.3.6.1."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.N_DELETE_RQ
@@ -401,14 +439,11 @@ class NDeleteRQ(_Request):
         "requested_sop_instance_uid",
     )
 
-    message_id: int
-    requested_sop_class_uid: str
-    requested_sop_instance_uid: str
     has_dataset: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NDeleteRSP(_Response):
+class NDeleteRSP(Response):
     """N-DELETE-RSP, PS3.7 10.3.6.2."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.N_DELETE_RSP
@@ -515,7 +550,7 @@ def response_to(
     response_class: Any = RESPONSE_CLASS[request.COMMAND_FIELD]
     names = {field.name for field in fields(response_class)}
     values: dict[str, Any] = {
-        "message_id_being_responded_to": int(getattr(request, "message_id", 0)),
+        "message_id_being_responded_to": request.message_id if isinstance(request, Request) else 0,
         "status": status,
         "has_dataset": has_dataset,
     }

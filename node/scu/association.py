@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from node.acse.requestor import validate_associate_ac
 from node.dimse.commands import CCancelRQ, CStoreRQ
-from node.dimse.messages import failure_response
+from node.dimse.messages import Request, Response, failure_response
 from node.dimse.status import Status, StatusCategory, StorageStatus, classify
 from node.dispatch import AssociationInfo, ServiceRequest, StorageContext
 from node.transport.connection import Connection
@@ -122,7 +122,7 @@ class ClientConnection(Connection):
         if command.is_request:
             self._serve(context_id, command, dataset)
             return
-        message_id = int(getattr(command, "message_id_being_responded_to", -1))
+        message_id = command.message_id_being_responded_to if isinstance(command, Response) else -1
         pending = self.pending.get(message_id)
         if pending is None:
             log.warning("response to unknown message %d ignored", message_id)
@@ -338,7 +338,9 @@ class AssociationBase:
         if not self.is_established:
             raise AssociationError("the association is not established")
         connection = self.connection
-        message_id = int(getattr(command, "message_id"))  # noqa: B009
+        if not isinstance(command, Request):
+            raise TypeError(f"{type(command).__name__} is not a request with a Message ID")
+        message_id = command.message_id
         pending = _Pending()
         connection.pending[message_id] = pending
         timeout = connection.settings.dimse_timeout
@@ -359,7 +361,7 @@ class AssociationBase:
                     raise item
                 response, response_dataset = item
                 yield response, response_dataset
-                status = int(getattr(response, "status", 0))
+                status = response.status if isinstance(response, Response) else 0
                 if classify(status) is not StatusCategory.PENDING:
                     return
         finally:

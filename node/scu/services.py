@@ -36,6 +36,7 @@ from node.dimse.commands import (
     NGetRQ,
     NSetRQ,
 )
+from node.dimse.messages import Response
 from node.scu.association import AssociationBase, AssociationError
 
 if TYPE_CHECKING:
@@ -85,7 +86,7 @@ STATUS_FIELDS = {
 def status_of(response: DimseMessage) -> Dataset:
     """The response's status fields as a Dataset (pynetdicom's return convention)."""
     result = Dataset()
-    result.Status = int(getattr(response, "status", 0xC000))
+    result.Status = response.status if isinstance(response, Response) else 0xC000
     for attribute, keyword in STATUS_FIELDS.items():
         value = getattr(response, attribute, None)
         if value is not None:

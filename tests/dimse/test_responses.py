@@ -2,9 +2,14 @@
 # right type" for a request (issue 13), used by the bridge, the worker and the N-services.
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import pytest
 
 from node.dimse.messages import (
+    MESSAGE_CLASS,
+    AffectedRequest,
     CCancelRQ,
     CFindRQ,
     CFindRSP,
@@ -16,6 +21,8 @@ from node.dimse.messages import (
     NCreateRSP,
     NSetRQ,
     NSetRSP,
+    Request,
+    RequestedRequest,
     failure_response,
     response_to,
 )
@@ -86,3 +93,40 @@ def test_an_instance_the_request_leaves_to_the_scp_stays_absent():
 def test_c_cancel_has_no_response():
     with pytest.raises(KeyError):
         response_to(CCancelRQ(message_id_being_responded_to=1), 0)
+
+
+def _sample_request(cls: type[Any]) -> Any:
+    """An instance of request class `cls` with every required field set to a distinct value."""
+    values: dict[str, Any] = {}
+    for item in dataclasses.fields(cls):
+        if item.default is not dataclasses.MISSING:
+            continue
+        values[item.name] = f"1.2.{len(values) + 3}" if item.type == "str" else len(values) + 7
+    return cls(**values)
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [cls for cls in MESSAGE_CLASS.values() if cls.is_request and cls is not CCancelRQ],
+    ids=lambda cls: cls.__name__,
+)
+def test_every_request_declares_message_id_and_names_its_sop_class(cls: type[Any]) -> None:
+    request = _sample_request(cls)
+    assert isinstance(request, Request)
+    assert request.message_id == 7  # the first field: Message ID, declared by the base class
+    affected = getattr(request, "affected_sop_class_uid", None)
+    requested = getattr(request, "requested_sop_class_uid", None)
+    assert request.sop_class_uid == (affected or requested)
+    assert request.sop_class_uid
+    instance = getattr(request, "affected_sop_instance_uid", None) or getattr(
+        request, "requested_sop_instance_uid", None
+    )
+    assert request.sop_instance_uid == instance
+    assert isinstance(request, AffectedRequest) != isinstance(request, RequestedRequest)
+
+
+def test_c_cancel_is_a_request_without_a_message_id_of_its_own() -> None:
+    cancel = CCancelRQ(message_id_being_responded_to=5)
+    assert cancel.is_request
+    assert Request not in type(cancel).__mro__
+    assert not hasattr(cancel, "message_id")

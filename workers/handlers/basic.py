@@ -14,7 +14,7 @@ from node.dicomio import encode_dataset
 from node.dimse.commands import (
     CEchoRSP,
 )
-from node.dimse.messages import CommandField, response_to
+from node.dimse.messages import CommandField, NGetRQ, response_to
 from node.dimse.status import Status
 from workers.handlers.common import (
     Handlers,
@@ -116,7 +116,10 @@ def handle_n_service(request: ServiceRequest, channel: Channel, handlers: Handle
         if field == CommandField.N_DELETE_RQ:
             return (context_of(request), info_of(request))
         if field == CommandField.N_GET_RQ:
-            identifiers = getattr(request.command, "attribute_identifier_list", None) or ()
+            command = request.command
+            identifiers = (
+                command.attribute_identifier_list if isinstance(command, NGetRQ) else None
+            ) or ()
             return (list(identifiers), context_of(request), info_of(request))
         return (decoded_dataset(request), context_of(request), info_of(request))
 

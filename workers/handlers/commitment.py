@@ -23,6 +23,7 @@ from pydicom.sequence import Sequence
 
 from node.dicomio import encode_dataset
 from node.dimse.commands import NActionRSP, NEventReportRQ
+from node.dimse.messages import NActionRQ, Response
 from node.dimse.status import Status
 from workers.handlers.common import StatusResult, decoded_dataset, describe_exception, failure
 from workers.store.index import index_of
@@ -163,13 +164,14 @@ def check_commitment(
 
 
 def _response(request: ServiceRequest, result: StatusResult) -> NActionRSP:
+    command = request.command if isinstance(request.command, NActionRQ) else None
     return NActionRSP(
         message_id_being_responded_to=request.message_id,
         status=result.status,
         error_comment=result.error_comment,
         affected_sop_class_uid=STORAGE_COMMITMENT_PUSH,
-        affected_sop_instance_uid=getattr(request.command, "requested_sop_instance_uid", None),
-        action_type_id=getattr(request.command, "action_type_id", None),
+        affected_sop_instance_uid=command.requested_sop_instance_uid if command else None,
+        action_type_id=command.action_type_id if command else None,
     )
 
 
@@ -178,9 +180,11 @@ def handle_commitment_action(request: ServiceRequest, channel: Channel, handlers
     command = request.command
     index = index_of(handlers)
     try:
-        if getattr(command, "action_type_id", None) != REQUEST_STORAGE_COMMITMENT:
+        if not isinstance(command, NActionRQ) or command.action_type_id != (
+            REQUEST_STORAGE_COMMITMENT
+        ):
             raise CommitmentRequestError(NO_SUCH_ACTION, "Action Type ID must be 1")
-        if getattr(command, "requested_sop_instance_uid", "") != STORAGE_COMMITMENT_INSTANCE:
+        if command.requested_sop_instance_uid != STORAGE_COMMITMENT_INSTANCE:
             raise CommitmentRequestError(
                 INVALID_SOP_INSTANCE, f"the SOP instance must be {STORAGE_COMMITMENT_INSTANCE}"
             )
@@ -312,5 +316,5 @@ async def _report(association: AsyncAssociation, event_type: int, information: D
     async for response, _reply in association.request(
         context, command, encode_dataset(information, syntax)
     ):
-        return int(getattr(response, "status", Status.PROCESSING_FAILURE))
+        return response.status if isinstance(response, Response) else Status.PROCESSING_FAILURE
     raise ConnectionError("no N-EVENT-REPORT-RSP")  # pragma: no cover - request() yields or raises

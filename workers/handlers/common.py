@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from node.dicomio import decode_dataset
+from node.dimse.messages import CFindRQ, CGetRQ, CMoveRQ, CStoreRQ
 from node.dimse.status import StatusCategory, classify
 
 if TYPE_CHECKING:
@@ -134,7 +135,8 @@ class Event:
 
     @property
     def move_destination(self) -> str | None:
-        return getattr(self.request, "move_destination", None)
+        command = self.request
+        return command.move_destination if isinstance(command, CMoveRQ) else None
 
 
 def context_of(request: ServiceRequest) -> PresentationContextInfo:
@@ -147,6 +149,7 @@ def info_of(request: ServiceRequest) -> dict[str, Any]:
     """The `info` dict of pynetdicom 1.x callbacks: requestor, acceptor, parameters."""
     association = request.association
     command = request.command
+    store = command if isinstance(command, CStoreRQ) else None
     return {
         "requestor": {
             "ae_title": association.calling_ae_title.encode(),
@@ -160,9 +163,13 @@ def info_of(request: ServiceRequest) -> dict[str, Any]:
         },
         "parameters": {
             "message_id": request.message_id,
-            "priority": getattr(command, "priority", 0),
-            "originator_aet": getattr(command, "move_originator_ae_title", None),
-            "originator_message_id": getattr(command, "move_originator_message_id", None),
+            "priority": command.priority
+            if isinstance(command, CStoreRQ | CFindRQ | CGetRQ | CMoveRQ)
+            else 0,
+            "originator_aet": store.move_originator_ae_title if store is not None else None,
+            "originator_message_id": store.move_originator_message_id
+            if store is not None
+            else None,
         },
         #: Our SOP Class Extended Negotiation replies: SOP class UID -> application info.
         "sop_class_extended": dict(association.sop_class_extended),

@@ -15,6 +15,7 @@ from pydicom.dataset import Dataset
 
 from node.dicomio import encode_dataset
 from node.dimse.commands import NCreateRSP, NGetRSP, NSetRSP
+from node.dimse.messages import NGetRQ, Request
 from node.dimse.status import Status
 from workers.handlers.common import decoded_dataset, describe_exception, log
 from workers.store.index import index_of
@@ -66,10 +67,17 @@ def _checked_instance(uid: str) -> str:
         raise MppsError(INVALID_SOP_INSTANCE, str(error)) from None
 
 
+def _requested_instance(request: ServiceRequest) -> str:
+    command = request.command
+    return (command.sop_instance_uid if isinstance(command, Request) else None) or ""
+
+
 def handle_mpps_create(request: ServiceRequest, channel: Channel, handlers: Handlers) -> None:
     """N-CREATE of a Modality Performed Procedure Step (PS3.4 F.7.2.1)."""
     command = request.command
-    instance = getattr(command, "affected_sop_instance_uid", None) or f"2.25.{uuid.uuid4().int}"
+    instance = (
+        command.sop_instance_uid if isinstance(command, Request) else None
+    ) or f"2.25.{uuid.uuid4().int}"
     _answer(
         request,
         channel,
@@ -81,7 +89,7 @@ def handle_mpps_create(request: ServiceRequest, channel: Channel, handlers: Hand
 
 def handle_mpps_set(request: ServiceRequest, channel: Channel, handlers: Handlers) -> None:
     """N-SET of a Modality Performed Procedure Step (PS3.4 F.7.2.2)."""
-    instance = str(getattr(request.command, "requested_sop_instance_uid", ""))
+    instance = _requested_instance(request)
     _answer(
         request,
         channel,
@@ -120,8 +128,8 @@ def handle_mpps_get(request: ServiceRequest, channel: Channel, handlers: Handler
     """N-GET of a Modality Performed Procedure Step (PS3.4 F.8 Retrieve, PS3.7 10.1.2): the
     stored attributes, only those listed in the Attribute Identifier List when there is one."""
     command = request.command
-    instance = str(getattr(command, "requested_sop_instance_uid", ""))
-    wanted = getattr(command, "attribute_identifier_list", None) or ()
+    instance = _requested_instance(request)
+    wanted = (command.attribute_identifier_list if isinstance(command, NGetRQ) else None) or ()
     fields: dict[str, Any] = {"status": 0x0000}
     data: bytes | None = None
     try:

@@ -27,6 +27,7 @@ from pydicom.uid import (
 from node import evt
 from node.dicomio import Part10, decode_dataset, encode_dataset, stored_transfer_syntax
 from node.dimse.commands import CGetRQ, CGetRSP, CMoveRSP
+from node.dimse.messages import CMoveRQ
 from node.dimse.status import QueryRetrieveStatus, Status, StatusCategory, classify
 from workers.handlers.common import (
     Handlers,
@@ -348,7 +349,8 @@ def handle_c_get(request: ServiceRequest, channel: Channel, handlers: Handlers) 
 
 def handle_c_move(request: ServiceRequest, channel: Channel, handlers: Handlers) -> None:
     """C-MOVE SCP: sub-operations go to the move destination on a new association."""
-    destination = str(getattr(request.command, "move_destination", "") or "")
+    command = request.command
+    destination = command.move_destination if isinstance(command, CMoveRQ) else ""
     try:
         results: Any = call_handler(
             request,

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from node import evt
 from node.dimse.commands import CStoreRSP
+from node.dimse.messages import Request
 from node.dimse.status import StorageStatus
 from workers.handlers.basic import (
     STORE_CANNOT_UNDERSTAND,
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 
 def handle_c_store(request: ServiceRequest, channel: Channel, handlers: Handlers) -> None:
     """Storage SCP (PS3.4 Annex B) through the user's callback or the built-in file store."""
-    command = request.command
     if (
         handlers.file_store is not None
         and handlers.on_c_store is None
@@ -60,8 +60,8 @@ def handle_c_store(request: ServiceRequest, channel: Channel, handlers: Handlers
     channel.respond(
         CStoreRSP(
             message_id_being_responded_to=request.message_id,
-            affected_sop_class_uid=getattr(command, "affected_sop_class_uid", ""),
-            affected_sop_instance_uid=getattr(command, "affected_sop_instance_uid", ""),
+            affected_sop_class_uid=_sop_class(request),
+            affected_sop_instance_uid=_sop_instance(request),
             status=result.status,
             error_comment=result.error_comment,
             offending_element=result.offending_element,
@@ -71,11 +71,21 @@ def handle_c_store(request: ServiceRequest, channel: Channel, handlers: Handlers
     )
 
 
+def _sop_class(request: ServiceRequest) -> str:
+    command = request.command
+    return command.sop_class_uid if isinstance(command, Request) else ""
+
+
+def _sop_instance(request: ServiceRequest) -> str:
+    command = request.command
+    return (command.sop_instance_uid if isinstance(command, Request) else None) or ""
+
+
 def store_builtin(request: ServiceRequest, handlers: Handlers) -> StatusResult:
     """The built-in storage: a durable Part 10 object, data set bytes as received, indexed."""
     if request.dataset is None and request.dataset_path is None:
         return failure(STORE_CANNOT_UNDERSTAND, "C-STORE without a data set")
-    sop_instance = str(getattr(request.command, "affected_sop_instance_uid", ""))
+    sop_instance = _sop_instance(request)
     written: list[Any] = []  # the stored object, once there: removed if indexing fails
     try:
         index = index_of(handlers)
@@ -104,7 +114,7 @@ def _store_spooled(
     spool = Path(request.dataset_path)
     # parsed before the store takes the spool (the object store uploads and deletes it)
     spooled = record_from_file(spool, spool.parent) if index is not None else None
-    sop_instance = str(getattr(request.command, "affected_sop_instance_uid", ""))
+    sop_instance = _sop_instance(request)
     stored = handlers.file_store.adopt(
         spool, sop_instance, request.transfer_syntax, request.dataset_offset
     )
@@ -120,9 +130,8 @@ def _store_received(
 ) -> StatusResult:
     """A data set received whole: parsed once for its index record, written, indexed."""
     assert request.dataset is not None  # noqa: S101 - the caller checked
-    command = request.command
-    sop_class = str(getattr(command, "affected_sop_class_uid", ""))
-    sop_instance = str(getattr(command, "affected_sop_instance_uid", ""))
+    sop_class = _sop_class(request)
+    sop_instance = _sop_instance(request)
     record = None
     uids = None
     if index is not None:  # parse once: the index record carries study and series
