@@ -149,15 +149,26 @@ def storescu_acknowledged(output: str) -> set[str]:
 
 @dataclass
 class Cluster:
-    """dicomnode on the test network: broker, workers and acceptors on their own hosts."""
+    """dicomnode on the test network: broker, workers and acceptors on their own hosts.
+
+    By default the worker hosts share one data directory (objects and the SQLite index); with
+    `store_url` (an s3:// object store) and `index_url` (PostgreSQL) they share only those, each
+    worker host with a private data directory (spools) and `worker_env` (the S3 credentials)."""
 
     net: Network
     root: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    store_url: str | None = None
+    index_url: str | None = None
+    worker_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def data_dir(self) -> Path:
         return self.root / "data"
+
+    def worker_data_dir(self, host: str) -> Path:
+        """The data directory of worker `host`: the shared one, or its own with an object store."""
+        return self.data_dir if self.store_url is None else self.root / f"{host}-data"
 
     @property
     def destination_dir(self) -> Path:
@@ -170,8 +181,10 @@ class Cluster:
     def _log(self, name: str) -> Path:
         return self.root / f"{name}.log"
 
-    def _python(self, host: str, name: str, argv: Sequence[object]) -> None:
-        env = dict(os.environ)
+    def _python(
+        self, host: str, name: str, argv: Sequence[object], extra_env: dict[str, str] | None = None
+    ) -> None:
+        env = {**os.environ, **(extra_env or {})}
         env["PYTHONPATH"] = str(REPO)
         self.processes[name] = self.net.start(
             host, [sys.executable, *argv], self._log(name), env=env, cwd=REPO
@@ -196,6 +209,10 @@ class Cluster:
         )
 
     def start_worker(self, host: str) -> None:
+        shared = [
+            *(["--store", self.store_url] if self.store_url else []),
+            *(["--index", self.index_url] if self.index_url else []),
+        ]
         self._python(
             host,
             host,
@@ -205,12 +222,14 @@ class Cluster:
                 "--broker",
                 f"tcp://{self.net.address('broker')}:{BACKEND_PORT}",
                 "--data-dir",
-                self.data_dir,
+                self.worker_data_dir(host),
+                *shared,
                 "--metrics-port",
                 METRICS_PORT,
                 "--known-ae",
                 f"{DESTINATION_AE}={self.net.address('client')}:{DESTINATION_PORT}",
             ],
+            self.worker_env,
         )
 
     def start_acceptor(self, host: str) -> None:

@@ -50,12 +50,15 @@ class PostgresServer:
     port: int
     bin: Path
     user: str | None
+    address: str = "127.0.0.1"
+    prefix: tuple[str, ...] = ()  # e.g. `ip netns exec NS`: where the server runs
 
     def _command(self, *args: str) -> list[str]:
-        return ["runuser", "-u", self.user, "--", *args] if self.user else list(args)
+        command = ["runuser", "-u", self.user, "--", *args] if self.user else list(args)
+        return [*self.prefix, *command]
 
     def url(self, schema: str | None = None) -> str:
-        base = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        base = f"postgresql://postgres@{self.address}:{self.port}/postgres"
         return f"{base}?options=-csearch_path%3D{schema}" if schema else base
 
     def new_schema(self) -> str:
@@ -85,8 +88,15 @@ class PostgresServer:
 
 
 @contextlib.contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
-    """Start a throw-away PostgreSQL server (RuntimeError with the reason if it cannot)."""
+def postgres_server(
+    address: str = "127.0.0.1",
+    *,
+    prefix: tuple[str, ...] = (),
+    trusted_network: str | None = None,
+) -> Iterator[PostgresServer]:
+    """Start a throw-away PostgreSQL server (RuntimeError with the reason if it cannot),
+    listening on `address`, run under the command `prefix` (a network namespace's `ip netns
+    exec NS`), trusting clients from `trusted_network` (a CIDR) beside the loopback ones."""
     folder_bin = binaries()
     if folder_bin is None:
         raise FileNotFoundError("PostgreSQL binaries (initdb, pg_ctl) are not installed")
@@ -96,7 +106,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         account = pwd.getpwnam("postgres")
         user = "postgres"
         os.chown(folder, account.pw_uid, account.pw_gid)
-    server = PostgresServer(folder, _free_port(), folder_bin, user)
+    server = PostgresServer(folder, _free_port(), folder_bin, user, address, prefix)
     data = folder / "data"
     try:
         initdb = subprocess.run(
@@ -120,8 +130,11 @@ def postgres_server() -> Iterator[PostgresServer]:
         )
         if initdb.returncode != 0:
             raise RuntimeError(f"initdb failed: {initdb.stderr.strip()[-500:]}")
+        if trusted_network:
+            with (data / "pg_hba.conf").open("a") as hba:
+                hba.write(f"host all all {trusted_network} trust\n")
         options = (
-            f"-p {server.port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off "
+            f"-p {server.port} -k {folder} -c listen_addresses={address} -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off"
         )
         started = subprocess.run(

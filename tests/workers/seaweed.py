@@ -29,9 +29,13 @@ def weed_binary() -> str | None:
 
 
 class SeaweedServer:
-    def __init__(self, binary: str, folder: Path) -> None:
+    """`address`: the IP it binds and advertises (127.0.0.1 here; a test namespace's address in
+    the multihost tests, which start command() themselves)."""
+
+    def __init__(self, binary: str, folder: Path, address: str = "127.0.0.1") -> None:
         self.binary = binary
         self.folder = folder
+        self.address = address
         self.folder.mkdir(parents=True, exist_ok=True)
         self.config = folder / "s3.json"
         self.config.write_text(
@@ -53,17 +57,17 @@ class SeaweedServer:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.ports['s3']}"
+        return f"http://{self.address}:{self.ports['s3']}"
 
     def url(self, bucket: str, prefix: str) -> str:
         return f"s3://{bucket}/{prefix}?endpoint={self.endpoint}"
 
-    def start(self) -> None:
+    def command(self) -> list[str]:
         command = [
             self.binary,
             "server",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
+            f"-ip={self.address}",
+            f"-ip.bind={self.address}",
             f"-dir={self.folder}",
             "-master.volumeSizeLimitMB=64",
             "-volume.max=20",
@@ -72,8 +76,11 @@ class SeaweedServer:
         ]
         for name in self.ports:
             command += [f"-{name}.port={self.ports[name]}", f"-{name}.port.grpc={self.grpc[name]}"]
+        return command
+
+    def start(self) -> None:
         log = (self.folder / "weed.log").open("ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self.wait_ready()
 
