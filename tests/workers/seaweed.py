@@ -32,8 +32,11 @@ class SeaweedServer:
     """`address`: the IP it binds and advertises (127.0.0.1 here; a test namespace's address in
     the multihost tests, which start command() themselves)."""
 
-    def __init__(self, binary: str, folder: Path, address: str = "127.0.0.1") -> None:
+    def __init__(
+        self, binary: str, folder: Path, address: str = "127.0.0.1", volumes: int = 20
+    ) -> None:
         self.binary = binary
+        self.volumes = volumes  # of 64 MB each: the most the server will hold
         self.folder = folder
         self.address = address
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -70,7 +73,7 @@ class SeaweedServer:
             f"-ip.bind={self.address}",
             f"-dir={self.folder}",
             "-master.volumeSizeLimitMB=64",
-            "-volume.max=20",
+            f"-volume.max={self.volumes}",
             "-s3",
             f"-s3.config={self.config}",
         ]
