@@ -208,7 +208,8 @@ class Cluster:
             ],
         )
 
-    def start_worker(self, host: str) -> None:
+    def start_worker(self, host: str, *options: object) -> None:
+        """A worker on `host`; `options` are added to its command line (e.g. --threads 2)."""
         shared = [
             *(["--store", self.store_url] if self.store_url else []),
             *(["--index", self.index_url] if self.index_url else []),
@@ -228,6 +229,7 @@ class Cluster:
                 METRICS_PORT,
                 "--known-ae",
                 f"{DESTINATION_AE}={self.net.address('client')}:{DESTINATION_PORT}",
+                *options,
             ],
             self.worker_env,
         )
@@ -250,10 +252,10 @@ class Cluster:
             ],
         )
 
-    def start_haproxy(self) -> None:
+    def start_haproxy(self, acceptors: Sequence[str] = ("acceptor1", "acceptor2")) -> None:
         text = haproxy_config(
             f"{self.net.address('lb')}:{DICOM_PORT}",
-            {host: f"{self.net.address(host)}:{DICOM_PORT}" for host in ("acceptor1", "acceptor2")},
+            {host: f"{self.net.address(host)}:{DICOM_PORT}" for host in acceptors},
             self.haproxy_socket,
         )
         config = self.root / "haproxy.cfg"
@@ -276,6 +278,13 @@ class Cluster:
         process.kill()
         process.wait(PATIENCE)
 
+    def terminate(self, name: str) -> subprocess.Popen[bytes]:
+        """SIGTERM one role process (an orderly shutdown: it drains); returns it, still
+        running perhaps, no longer watched by alive()."""
+        process = self.processes.pop(name)
+        process.terminate()
+        return process
+
     # --- observing ------------------------------------------------------------------------
 
     def alive(self) -> None:
@@ -291,6 +300,7 @@ class Cluster:
             host,
             [sys.executable, "-I", "-c", _SCRAPE, f"http://127.0.0.1:{METRICS_PORT}{path}"],
             timeout=PATIENCE,
+            capped=False,  # the observer's probe does not spend the host's CPU budget
         )
         return result.stdout if result.returncode == 0 else None
 

@@ -5,6 +5,9 @@
 # caller's namespace, no route leads outside: each host knows only the test subnet), names are
 # unique per test process, and destroy() always kills every process left in the namespaces (by
 # PID, from `ip netns pids`) and deletes the namespaces, whatever state they are in.
+# A host may get a CPU budget (limit_cpu: a cgroup with a quota, tests.multihost.cgroups): every
+# process started on it then joins that group before entering the namespace, and destroy()
+# deletes the groups after the processes are gone.
 from __future__ import annotations
 
 import contextlib
@@ -16,6 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from tests.multihost.cgroups import CpuGroup, CpuGroups
 from tests.synthetic import PATIENCE
 
 if TYPE_CHECKING:
@@ -60,6 +64,7 @@ class Network:
     hosts: dict[str, Host] = field(default_factory=dict)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
+    cpu: CpuGroups | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -115,9 +120,27 @@ class Network:
     def address(self, host: str) -> str:
         return self.hosts[host].address
 
-    def command(self, host: str, argv: Sequence[object]) -> list[str]:
-        """`argv` as run on `host` (ip netns exec NAMESPACE ...)."""
-        return ["ip", "netns", "exec", self.hosts[host].namespace, *(str(a) for a in argv)]
+    def limit_cpu(self, host: str, cores: float | None) -> CpuGroup:
+        """Give `host` its own CPU group capped at `cores` (None: counted only); processes
+        started on it from now on run in the group. Raises CgroupUnavailableError."""
+        if self.cpu is None:
+            self.cpu = CpuGroups(self.tag)
+        group = self.cpu.groups.get(host)
+        if group is None:
+            return self.cpu.create(host, cores)
+        group.set_cores(cores)
+        return group
+
+    def cpu_group(self, host: str) -> CpuGroup | None:
+        return None if self.cpu is None else self.cpu.groups.get(host)
+
+    def command(self, host: str, argv: Sequence[object], *, capped: bool = True) -> list[str]:
+        """`argv` as run on `host` (ip netns exec NAMESPACE ...), inside the host's CPU group
+        when it has one and `capped` (joined before `ip netns exec`, whose private /sys hides
+        the cgroup mounts; it execs, so the PID stays the same)."""
+        command = ["ip", "netns", "exec", self.hosts[host].namespace, *(str(a) for a in argv)]
+        group = self.cpu_group(host)
+        return group.wrap(command) if group is not None and capped else command
 
     def start(
         self,
@@ -149,10 +172,12 @@ class Network:
         *,
         timeout: float,
         env: Mapping[str, str] | None = None,
+        capped: bool = True,
     ) -> subprocess.CompletedProcess[str]:
-        """Run a short command on `host` to completion (killed after `timeout` seconds)."""
+        """Run a short command on `host` to completion (killed after `timeout` seconds); with
+        `capped` False outside the host's CPU group (an observer's probe, not the host's work)."""
         return subprocess.run(
-            self.command(host, argv),
+            self.command(host, argv, capped=capped),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -192,3 +217,5 @@ class Network:
         for namespace in reversed(self.namespaces):
             _ip("netns", "del", namespace, check=False)
         self.namespaces.clear()
+        if self.cpu is not None:
+            self.cpu.remove()
