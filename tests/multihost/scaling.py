@@ -143,7 +143,7 @@ def usage_between(
     ]
 
 
-def saturated(usages: Sequence[Usage], threshold: float = 0.85) -> list[Usage]:
+def saturated(usages: Sequence[Usage], threshold: float = 0.75) -> list[Usage]:
     """The capped hosts that used at least `threshold` of their budget, busiest first."""
     return sorted(
         (u for u in usages if u.share is not None and u.share >= threshold),

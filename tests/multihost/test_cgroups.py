@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.multihost.cgroups import (
+    PERIOD_MICROSECONDS,
     CgroupUnavailableError,
     CpuGroup,
     CpuGroups,
@@ -71,8 +72,8 @@ def test_quota_files_in_v1_and_v2_formats(tmp_path: Path):
     v1.mkdir()
     group = CpuGroup("w1", Layout(1, tmp_path, tmp_path), (v1,))
     group.set_cores(0.25)
-    assert (v1 / "cpu.cfs_quota_us").read_text() == "25000"
-    assert (v1 / "cpu.cfs_period_us").read_text() == "100000"
+    assert (v1 / "cpu.cfs_quota_us").read_text() == str(PERIOD_MICROSECONDS // 4)
+    assert (v1 / "cpu.cfs_period_us").read_text() == str(PERIOD_MICROSECONDS)
     assert group.quota_cores() == 0.25
     group.set_cores(None)
     assert (v1 / "cpu.cfs_quota_us").read_text() == "-1"
@@ -82,13 +83,13 @@ def test_quota_files_in_v1_and_v2_formats(tmp_path: Path):
     v2.mkdir()
     group = CpuGroup("w1", Layout(2, tmp_path, tmp_path), (v2,))
     group.set_cores(1.5)
-    assert (v2 / "cpu.max").read_text() == "150000 100000"
+    assert (v2 / "cpu.max").read_text() == f"{PERIOD_MICROSECONDS * 3 // 2} {PERIOD_MICROSECONDS}"
     assert group.quota_cores() == 1.5
     (v2 / "cpu.stat").write_text("usage_usec 2500000\nuser_usec 2000000\nthrottled_usec 700\n")
     assert group.usage_seconds() == 2.5
     assert group.throttled_seconds() == 0.0007
     group.set_cores(None)
-    assert (v2 / "cpu.max").read_text() == "max 100000"
+    assert (v2 / "cpu.max").read_text() == f"max {PERIOD_MICROSECONDS}"
 
 
 def test_wrap_joins_every_hierarchy_then_execs_the_command():
