@@ -151,7 +151,7 @@ def saturated(usages: Sequence[Usage], threshold: float = 0.75) -> list[Usage]:
     )
 
 
-@dataclass
+@dataclass(eq=False)
 class IngestClient(threading.Thread):
     """One SCU on the client host: DCMTK storescu runs of `batch` files from `files` through the
     load balancer, each file sent again until acknowledged with Success; takes no new file once
