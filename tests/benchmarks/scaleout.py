@@ -286,7 +286,9 @@ def write_report(
         + ("fsync before success (durable)" if settings.fsync else "--no-fsync")
         + f", one SQLite index on the shared data directory. Parts not under test get: {enough}"
         " cores. CPU/object: every host's CPU (all its processes, the storescu runs included) "
-        "per stored object. Saturated: capped hosts that used >= 75% of their quota (with a 20 ms CFS period a host held at its quota shows 75-95%: the rest is the gaps between its slices).",
+        "per stored object. Saturated: capped hosts that used >= 75% of their quota (with a 20 ms "
+        "CFS period a host held at its quota shows 75-95%: the rest is the gaps between its "
+        "slices).",
         "",
         *table(rows, settings),
     ]

@@ -84,7 +84,9 @@ def test_capped_worker_hosts_share_the_ingest_and_come_and_go(network: Network, 
     print(f"requests per capped worker host: {work}")
     assert all(count > 0 for count in work.values()), work
     assert sum(work.values()) >= FIRST_OBJECTS  # plus the C-ECHOs of start_roles
-    stores = metric(cluster.metrics("acceptor1"), "dicomnode_dimse_requests_total", command="CStore")
+    stores = metric(
+        cluster.metrics("acceptor1"), "dicomnode_dimse_requests_total", command="CStore"
+    )
     assert stores == FIRST_OBJECTS
     cpu = cpu_usage(network)
     assert all(cpu[host] > cpu_before[host] for host in ("worker1", "worker2")), cpu
