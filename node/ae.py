@@ -13,7 +13,8 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from node import evt
-from node.acceptor.server import AcceptorServer, AssociationHooks, ServerSettings
+from node.acceptor.server import AcceptorServer
+from node.acceptor.settings import AssociationHooks, ServerSettings
 from node.acse.contexts import (
     PresentationContext,
     validate_uid,

@@ -11,7 +11,7 @@ from node.dimse.status import StatusCategory, classify
 if TYPE_CHECKING:
     import asyncio
 
-    from node.acceptor.server import ServerSettings
+    from node.acceptor.settings import ServerSettings
     from node.dimse.commands import DimseMessage
     from node.dispatch import AssociationInfo
     from node.ul.pdu import AssociateRQ

@@ -17,7 +17,7 @@ from node.dimse.status import QueryRetrieveStatus
 if TYPE_CHECKING:
     import itertools
 
-    from node.acceptor.server import ServerSettings
+    from node.acceptor.settings import ServerSettings
     from node.dimse.commands import DimseMessage
     from node.dispatch import ServiceRequest
     from node.ul.association import UpperLayer

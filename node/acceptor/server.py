@@ -11,22 +11,22 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections import Counter, deque
-from dataclasses import dataclass, field
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from node.acceptor.association_log import AssociationLog
 from node.acceptor.outgoing import OutgoingRequests
-from node.acse.negotiation import Acceptance, AcceptorPolicy, negotiate_as_acceptor
+from node.acceptor.settings import AssociationHooks, ServerSettings, abort_category
+from node.acceptor.streaming import RefusingAssembler, StreamingRequests
+from node.acceptor.window import RequestWindow
+from node.acse.negotiation import Acceptance, negotiate_as_acceptor
 from node.dimse.commands import CCancelRQ, CEchoRQ, CEchoRSP
-from node.dimse.errors import DatasetTooLargeError
-from node.dimse.fragment import DatasetChunk, DatasetStreamStarted, MessageAssembler
 from node.dimse.messages import RESPONSE_CLASS, Request, Response
 from node.dimse.status import Status
 from node.dispatch import AssociationInfo, ServiceRequest, StorageContext
 from node.transport.connection import Connection
 from node.ul.association import Role
-from node.ul.errors import LocalProtocolError
+from node.ul.errors import AbortReason, LocalProtocolError, RemoteProtocolError
 from node.ul.pdu import (
     Abort,
     AssociateRJ,
@@ -39,117 +39,14 @@ from node.ul.pdu import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from node.dimse.commands import DimseMessage
-    from node.dimse.errors import CommandSetError
-    from node.dimse.fragment import AssemblerEvent
-    from node.dispatch import Dispatcher
-    from node.ul.pdu import PDU, PresentationDataValueItem
+    from node.dimse.errors import CommandSetError, DatasetTooLargeError
+    from node.ul.pdu import PDU
+
+#: Re-exported for the AE and the tests, which build acceptors.
+__all__ = ["AcceptorServer", "AssociationHooks", "ServerAssociation", "ServerSettings"]
 
 log = logging.getLogger("dicomnode.acceptor")
-
-#: In-flight cap when the peer negotiated an unlimited (0) window.
-UNLIMITED_WINDOW_CAP = 64
-#: Refused: SOP Class not supported; Processing failure (PS3.7 C.5).
-#: Streamed data sets go to the dispatcher in pieces of about this size.
-STREAM_CHUNK = 1 << 20
-
-
-@dataclass
-class AssociationHooks:
-    """Association-level callbacks (run on the acceptor's loop; exceptions are logged)."""
-
-    requested: list[Callable[[Any], None]] = field(default_factory=list)
-    accepted: list[Callable[[Any], None]] = field(default_factory=list)
-    rejected: list[Callable[[Any], None]] = field(default_factory=list)
-    released: list[Callable[[Any], None]] = field(default_factory=list)
-    aborted: list[Callable[[Any], None]] = field(default_factory=list)
-
-    @staticmethod
-    def fire(callbacks: list[Callable[[Any], None]], argument: Any) -> None:
-        for callback in callbacks:
-            try:
-                callback(argument)
-            except Exception:
-                log.exception("association hook %r raised", callback)
-
-
-@dataclass
-class ServerSettings:
-    """Everything an acceptor needs, built by the AE (or the `acceptor` command)."""
-
-    policy: Callable[[], AcceptorPolicy]
-    dispatcher: Dispatcher
-    maximum_associations: int | None = 2
-    acse_timeout: float = 30.0
-    dimse_timeout: float | None = None
-    network_timeout: float | None = 60.0
-    maximum_pdu_size: int = 16382
-    acceptor_id: str = "local"
-    hooks: AssociationHooks = field(default_factory=AssociationHooks)
-    #: Data sets larger than this are streamed to the dispatcher in chunks, never held whole.
-    stream_threshold: int | None = 4 << 20
-    #: A data set larger than this is refused (A700H for C-STORE/C-FIND, 0213H otherwise) and
-    #: the rest of it dropped, the association going on; None: no cap.
-    maximum_dataset_size: int | None = None
-    #: Told about associations and requests (node.observability.ServerObserver), or None.
-    observer: Any = None
-    #: Answer C-ECHO here, without the dispatcher, when no custom echo handler exists anywhere
-    #: (Verification, PS3.4 A: nothing to do but answer success; saves a round trip).
-    local_echo: Callable[[], bool] = lambda: False
-    #: Called with the peer's (host, port) for every new TCP connection, before any PDU;
-    #: returning False closes it at once (the AE's on_receive_connection).
-    on_connection: Callable[[tuple[str, int]], Any] | None = None
-
-
-def abort_category(reason: str) -> str:
-    """A low-cardinality label for why an association ended without a release."""
-    if reason.startswith("aborted by peer"):
-        return "peer"
-    if reason.startswith(("protocol error", "aborted:")):
-        return "protocol"
-    if "timeout" in reason or "ARTIM" in reason:
-        return "timeout"
-    if "shutting down" in reason:
-        return "shutdown"
-    return "connection_lost"
-
-
-class _RefusingAssembler(MessageAssembler):
-    """A MessageAssembler whose DatasetTooLargeError goes to `refuse` instead of up to the
-    connection (which would abort): the assembler drops the rest of that data set itself."""
-
-    __slots__ = ("_refuse",)
-
-    def __init__(
-        self,
-        refuse: Callable[[int, DatasetTooLargeError], None],
-        *,
-        stream_threshold: int | None,
-        maximum_dataset_size: int | None,
-    ) -> None:
-        super().__init__(
-            stream_threshold=stream_threshold, maximum_dataset_size=maximum_dataset_size
-        )
-        self._refuse = refuse
-
-    def add_pdv(self, pdv: PresentationDataValueItem) -> AssemblerEvent | None:
-        try:
-            return super().add_pdv(pdv)
-        except DatasetTooLargeError as error:
-            self._refuse(pdv.context_id, error)
-            return None
-
-
-class _DropStream:
-    """Where the rest of a refused streamed data set goes."""
-
-    def write(self, data: bytes, last: bool) -> bool:
-        return False
-
-
-_DROP_STREAM = _DropStream()
 
 
 class AcceptorServer:
@@ -209,7 +106,7 @@ class AcceptorServer:
             await self._server.wait_closed()
 
 
-class ServerAssociation(AssociationLog, OutgoingRequests, Connection):
+class ServerAssociation(StreamingRequests, AssociationLog, OutgoingRequests, Connection):
     """One association as acceptor (PS3.8 roles: Sta2 onwards)."""
 
     def __init__(self, server: AcceptorServer, assoc_id: int) -> None:
@@ -222,7 +119,7 @@ class ServerAssociation(AssociationLog, OutgoingRequests, Connection):
             stream_threshold=settings.stream_threshold,
         )
         if settings.maximum_dataset_size is not None:
-            self.assembler = _RefusingAssembler(
+            self.assembler = RefusingAssembler(
                 self.on_dataset_too_large,
                 stream_threshold=settings.stream_threshold,
                 maximum_dataset_size=settings.maximum_dataset_size,
@@ -234,16 +131,13 @@ class ServerAssociation(AssociationLog, OutgoingRequests, Connection):
         self.info: AssociationInfo | None = None
         self.request: AssociateRQ | None = None
         self.contexts: dict[int, tuple[str, str]] = {}
-        self.in_flight: dict[int, ServiceRequest] = {}
-        #: Requests past the window (the peer broke PS3.7 D.3.3.3): run when a slot frees.
-        self.queued: deque[ServiceRequest] = deque()
-        self.window = 1
+        #: In flight, and past the window (the peer broke PS3.7 D.3.3.3): run when one ends.
+        self.requests: RequestWindow[ServiceRequest] = RequestWindow()
         self._release_pending = False
         self._suboperation_ids = itertools.count(1)
         self._suboperations: dict[int, asyncio.Future[int]] = {}
         self._suboperation_turn = asyncio.Lock()
-        #: The data set being streamed: (request, dispatcher stream, bytes not yet passed on).
-        self._stream: tuple[ServiceRequest, Any, bytearray] | None = None
+        self._stream: tuple[ServiceRequest, Any, bytearray] | None = None  # StreamingRequests
         #: For the association's log line (node.logs): requests answered, bytes read, start.
         self.requests_answered = 0
         self.bytes_received = 0
@@ -273,7 +167,7 @@ class ServerAssociation(AssociationLog, OutgoingRequests, Connection):
         if isinstance(pdu, AssociateRQ):
             self._negotiate(pdu)
         elif isinstance(pdu, ReleaseRQ):
-            if self.in_flight or self.queued:
+            if self.requests.busy:
                 self._release_pending = True
                 self.pause_reading()
             else:
@@ -333,8 +227,7 @@ class ServerAssociation(AssociationLog, OutgoingRequests, Connection):
                         context.context_id, context.abstract_syntax, context.transfer_syntax
                     )
                 )
-        invoked = decision.operations_invoked
-        self.window = invoked if invoked > 0 else UNLIMITED_WINDOW_CAP
+        self.requests.negotiated(decision.operations_invoked)
         identity = decision.user_identity
         self.info = AssociationInfo(
             assoc_id=self.assoc_id,
@@ -388,22 +281,16 @@ class ServerAssociation(AssociationLog, OutgoingRequests, Connection):
             else:
                 observer.association_ended("aborted", abort_category(self.close_reason))
         dispatcher = self.settings.dispatcher
-        for message_id in list(self.in_flight):
+        for message_id in self.requests.clear():
             dispatcher.cancel(self.assoc_id, message_id)
-        if self._stream is not None:  # cut off mid-stream: after the cancel, drop the spool
-            discard = getattr(self._stream[1], "discard", None)
-            self._stream = None
-            if discard is not None:
-                discard()
-        self.in_flight.clear()
-        self.queued.clear()
+        self.drop_stream()  # cut off mid-stream: after the cancel, drop the spool
         for future in self._suboperations.values():
             if not future.done():
                 future.set_exception(ConnectionError(f"association closed: {reason}"))
         self._suboperations.clear()
 
     def is_busy(self) -> bool:
-        return bool(self.in_flight or self.queued)
+        return self.requests.busy
 
     # --- DIMSE ------------------------------------------------------------------------------
 
@@ -450,82 +337,20 @@ class ServerAssociation(AssociationLog, OutgoingRequests, Connection):
         request = self._request(context_id, command, dataset)
         if request is None:
             return
-        if (
-            isinstance(command, CEchoRQ)
-            and not self.in_flight
-            and not self.queued
-            and self.settings.local_echo()
-        ):
+        if isinstance(command, CEchoRQ) and not self.requests.busy and self.settings.local_echo():
             self._echo(request)
             return
-        if len(self.in_flight) >= self.window:
+        if not self.requests.admit(request):
             # Keep reading while requests are in flight (C-CANCEL-RQ and the C-STORE-RSPs of
             # C-GET sub-operations must get through); only a peer that exceeds the window is
             # held back: its request waits and reading pauses until a slot frees.
-            self.queued.append(request)
             self.pause_reading()
             return
         self._submit(request)
 
-    def on_stream(self, event: DatasetStreamStarted | DatasetChunk) -> None:
-        """A data set above the stream threshold: pass it on in chunks of STREAM_CHUNK bytes
-        as it arrives; reading pauses while the dispatcher's window is full."""
-        if isinstance(event, DatasetStreamStarted):
-            request = self._request(event.context_id, event.command, None)
-            if request is None:
-                return
-            self.in_flight[request.message_id] = request
-            if self.settings.observer is not None:
-                self.settings.observer.request_started(request)
-            try:
-                stream = self.settings.dispatcher.open_stream(request, self)
-            except Exception as error:  # noqa: BLE001 - e.g. a UID that cannot name a spool
-                self._refuse_stream(request, error)
-                stream = _DROP_STREAM
-            self._stream = (request, stream, bytearray(event.first_chunk))
-            return
-        if self._stream is None:
-            return
-        request, stream, pending = self._stream
-        pending += event.data
-        if self.settings.observer is not None:
-            self.settings.observer.stream_bytes(len(event.data))
-        if len(pending) >= STREAM_CHUNK or event.is_last:
-            try:
-                if stream.write(bytes(pending), event.is_last):
-                    self.pause_reading()
-            except Exception as error:  # noqa: BLE001 - e.g. the spool disk is full
-                getattr(stream, "discard", lambda: None)()
-                self._refuse_stream(request, error)
-                self._stream = (request, _DROP_STREAM, pending)
-            pending.clear()
-        if event.is_last:
-            self._stream = None
-
-    def _refuse_stream(self, request: ServiceRequest, error: Exception) -> None:
-        """Answer a streamed request that cannot go on; the rest of its data set is dropped."""
-        log.warning("association %d: streamed request refused: %s", self.assoc_id, error)
-        status = 0xA700 if isinstance(error, OSError) else 0xC000
-        if self.in_flight.pop(request.message_id, None) is None:
-            return  # already answered
-        self.refuse(
-            request.context_id,
-            request.command.COMMAND_FIELD,
-            request.message_id,
-            status,
-            f"{type(error).__name__}: {error}",
-        )
-        if self.settings.observer is not None:
-            self.settings.observer.request_finished(request, status)
-
-    def resume_stream(self) -> None:
-        """The dispatcher's stream window reopened."""
-        if not self.queued:
-            self.resume_reading()
-
     def _echo(self, request: ServiceRequest) -> None:
         """C-ECHO-RSP success straight from the acceptor (local_echo)."""
-        self.in_flight[request.message_id] = request
+        self.requests.start(request)
         if self.settings.observer is not None:
             self.settings.observer.request_started(request)
         self.send_response(
@@ -540,7 +365,7 @@ class ServerAssociation(AssociationLog, OutgoingRequests, Connection):
         )
 
     def _submit(self, request: ServiceRequest) -> None:
-        self.in_flight[request.message_id] = request
+        """Hand an admitted request to the dispatcher."""
         if self.settings.observer is not None:
             self.settings.observer.request_started(request)
         self.settings.dispatcher.submit(request, self)
@@ -548,48 +373,32 @@ class ServerAssociation(AssociationLog, OutgoingRequests, Connection):
     def on_command_error(self, context_id: int, error: CommandSetError) -> None:
         """A bad command set: a failure response when the request's Message ID was read and
         its context is accepted (PS3.7 C.5 status from the error), else A-ABORT."""
-        if error.command_field is None or error.message_id is None or not error.can_answer:
-            self.provider_abort(error)
-        elif context_id not in self.contexts:
-            self.provider_abort_unknown_context(context_id)
-        else:
-            response = self.refuse(
-                context_id,
-                error.command_field,
-                error.message_id,
-                error.status,
-                str(error),
-                error.offending_element,
-            )
-            self.requests_answered += 1
-            self.log_failed_request(error.message_id, response, str(error))
+        self.answer_or_abort(
+            context_id,
+            error,
+            error.command_field if error.can_answer else None,
+            error.message_id,
+            error.offending_element,
+        )
 
-    def on_dataset_too_large(self, context_id: int, error: DatasetTooLargeError) -> None:
-        """A data set over `maximum_dataset_size`: answer the request with the error's status
-        (A700H Out of Resources for C-STORE, PS3.4 B.2.3) and go on; the assembler drops the
-        rest of the data set. A part already streamed to the dispatcher is abandoned."""
-        command = error.command
-        message_id = command.message_id if isinstance(command, Request) else 0
-        streamed = self._stream
-        if streamed is not None and streamed[0].command is command:
-            self._stream = None
-            request = streamed[0]
-            self.in_flight.pop(message_id, None)
-            self.settings.dispatcher.cancel(self.assoc_id, message_id)
-            discard = getattr(streamed[1], "discard", None)
-            if discard is not None:
-                discard()
-            if self.settings.observer is not None:
-                self.settings.observer.request_finished(request, error.status)
-            if not self.queued:
-                self.resume_reading()
-        if not command.is_request:
+    def answer_or_abort(
+        self,
+        context_id: int,
+        error: CommandSetError | DatasetTooLargeError,
+        command_field: int | None,
+        message_id: int | None,
+        offending_element: tuple[int, ...] = (),
+    ) -> None:
+        """A request that cannot be served: a failure response of its type with the error's
+        status, or A-ABORT when it cannot be answered (no Message ID or command read, or a
+        context that was not accepted)."""
+        if command_field is None or message_id is None:
             self.provider_abort(error)
         elif context_id not in self.contexts:
             self.provider_abort_unknown_context(context_id)
         else:
             response = self.refuse(
-                context_id, command.COMMAND_FIELD, message_id, error.status, str(error)
+                context_id, command_field, message_id, error.status, str(error), offending_element
             )
             self.requests_answered += 1
             self.log_failed_request(message_id, response, str(error))
@@ -615,8 +424,6 @@ class ServerAssociation(AssociationLog, OutgoingRequests, Connection):
         return response
 
     def provider_abort_unknown_context(self, context_id: int) -> None:
-        from node.ul.errors import AbortReason, RemoteProtocolError
-
         self.provider_abort(
             RemoteProtocolError(
                 f"message on presentation context {context_id}, which was not accepted",
@@ -635,7 +442,7 @@ class ServerAssociation(AssociationLog, OutgoingRequests, Connection):
     ) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        current = self.in_flight.get(request.message_id)
+        current = self.requests.get(request.message_id)
         if current is None or current.command is not request.command:
             return  # association replaced or request already finished
         try:
@@ -654,18 +461,18 @@ class ServerAssociation(AssociationLog, OutgoingRequests, Connection):
             )
             final = True
         if final:
-            del self.in_flight[request.message_id]
+            self.requests.finish(request.message_id)
             self.requests_answered += 1
             status = response.status if isinstance(response, Response) else 0xC000
             if status:
                 self.log_failed_request(request.message_id, response)
             if self.settings.observer is not None:
                 self.settings.observer.request_finished(request, status)
-            while self.queued and len(self.in_flight) < self.window:
-                self._submit(self.queued.popleft())
+            for waiting in self.requests.ready():
+                self._submit(waiting)
             if self._release_pending:
-                if not self.in_flight:
+                if not self.requests.in_flight:
                     self._release_pending = False
                     self._release()
-            elif not self.queued:
+            elif not self.requests.queued:
                 self.resume_reading()

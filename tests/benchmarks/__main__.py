@@ -11,6 +11,7 @@ from typing import Final
 BENCHMARKS: Final = {
     "codec": "tests.benchmarks.codec",
     "index_find": "tests.benchmarks.index_find",
+    "objects": "tests.benchmarks.objects",
     "scaleout": "tests.benchmarks.scaleout",
     "suite": "tests.benchmarks.suite",
 }

@@ -10,7 +10,8 @@ import queue
 from typing import TYPE_CHECKING, Any
 
 from node import AE, evt
-from node.acceptor.server import AcceptorServer, ServerSettings
+from node.acceptor.server import AcceptorServer
+from node.acceptor.settings import ServerSettings
 from node.dicomio import encode_dataset
 from node.dimse.commands import NActionRSP, NEventReportRQ
 from node.scu.services import LoopThread
