@@ -14,25 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 from node import evt
 from node.acceptor.server import AcceptorServer
-from node.acceptor.settings import AssociationHooks, ServerSettings
-from node.acse.contexts import (
-    PresentationContext,
-    validate_uid,
-)
-from node.acse.negotiation import AcceptorPolicy
-from node.acse.requestor import build_associate_rq
+from node.acse.contexts import PresentationContext, validate_uid
+from node.ae_acceptor import server_settings
+from node.ae_requestor import associate_request
 from node.ae_settings import ValidatedSettings, checked_title
-from node.extended import relational_query_replies
+from node.cluster import LocalCluster, importable_name
 from node.local import ThreadDispatcher
+from node.observability import HealthEndpoint, ServerObserver
 from node.presets import DEFAULT_TRANSFER_SYNTAXES, build_context
 from node.scu.association import ClientSettings, open_association
 from node.scu.services import Association, AsyncAssociation, LoopThread
-from node.ul.items import (
-    RoleSelectionSubItem,
-    SOPClassCommonExtendedNegotiationSubItem,
-    SOPClassExtendedNegotiationSubItem,
-    UserIdentityRQSubItem,
-)
+from node.ul.items import RoleSelectionSubItem
 from workers.handlers.common import SERVICE_CALLBACKS, Handlers
 
 if TYPE_CHECKING:
@@ -271,56 +263,6 @@ class ApplicationEntity(ValidatedSettings):
 
     # --- acceptor ---------------------------------------------------------------------------
 
-    def _policy(self) -> AcceptorPolicy:
-        identity_hook = None
-        if self.on_user_identity is not None or evt.EVT_USER_ID in self._event_handlers:
-            identity_hook = self._user_identity
-        return AcceptorPolicy(
-            ae_title=self._ae_title,
-            supported_contexts=tuple(self._supported_contexts.values()),
-            maximum_pdu_length=self._maximum_pdu_size,
-            implementation_class_uid=self._implementation_class_uid,
-            implementation_version_name=self._implementation_version_name,
-            require_called_aet=self.require_called_aet,
-            require_calling_aet=tuple(t.decode("ascii") for t in self._require_calling_aet),
-            maximum_operations_performed=self.maximum_operations_performed,
-            maximum_operations_invoked=self.maximum_operations_invoked,
-            on_async_ops_window=self.on_async_ops_window,
-            on_sop_class_extended=self.on_sop_class_extended
-            or (relational_query_replies if self.relational_queries else None),
-            on_sop_class_common_extended=self.on_sop_class_common_extended,
-            on_user_identity=identity_hook,
-            calling_aet_networks={
-                title: tuple(networks) for title, networks in self._calling_aet_networks.items()
-            },
-            maximum_associations_per_aet=self._maximum_associations_per_aet,
-            require_user_identity=self.require_user_identity,
-        )
-
-    def _user_identity(self, item: UserIdentityRQSubItem) -> tuple[bool, bytes | None]:
-        handlers = self._event_handlers.get(evt.EVT_USER_ID)
-        if handlers:
-            result = handlers[-1](item)
-        else:
-            assert self.on_user_identity is not None  # noqa: S101 - only wired when set
-            result = self.on_user_identity(
-                item.identity_type, item.primary_field, item.secondary_field, {}
-            )
-        accepted, response = result
-        return bool(accepted), response
-
-    def _hooks(self) -> AssociationHooks:
-        def hook(event: evt.EventType, name: str) -> Callable[[Any], None]:
-            return lambda association: self._notify(event, getattr(self, name), association)
-
-        return AssociationHooks(
-            requested=[hook(evt.EVT_REQUESTED, "on_association_requested")],
-            accepted=[hook(evt.EVT_ACCEPTED, "on_association_accepted")],
-            rejected=[hook(evt.EVT_REJECTED, "on_association_rejected")],
-            released=[hook(evt.EVT_RELEASED, "on_association_released")],
-            aborted=[hook(evt.EVT_ABORTED, "on_association_aborted")],
-        )
-
     def _runner_loop(self) -> LoopThread:
         with self._lock:
             if self._runner is None:
@@ -363,39 +305,14 @@ class ApplicationEntity(ValidatedSettings):
             broker = self._start_local_cluster(workers)
         runner = self._runner_loop()
         self._stopped.clear()
-        dispatcher: Any
-        if broker is not None:
-            from node.acceptor.bridge import ZmqDispatcher
-
-            dispatcher = ZmqDispatcher(broker, curve=curve)
-        else:
-            dispatcher = ThreadDispatcher(
-                self._handlers(),
-                threads=max(4, self._maximum_associations * 2),
-                suboperation_timeout=self._dimse_timeout or 60.0,
-            )
-        self._dispatcher = dispatcher
+        self._dispatcher = self._new_dispatcher(broker, curve)
         observer = None
         if metrics_port is not None:
-            from node.observability import HealthEndpoint, ServerObserver
-
             observer = ServerObserver()
             self._health = HealthEndpoint(metrics_port, self._readiness)
-        settings = ServerSettings(
-            observer=observer,
-            policy=self._policy,
-            dispatcher=self._dispatcher,
-            maximum_associations=self._maximum_associations,
-            acse_timeout=self._acse_timeout or 30.0,
-            dimse_timeout=self._dimse_timeout,
-            network_timeout=self._network_timeout,
-            maximum_pdu_size=self._maximum_pdu_size,
-            maximum_dataset_size=self._maximum_dataset_size,
-            hooks=self._hooks(),
-            local_echo=(lambda: self._echo_locally(broker is not None)),
-            on_connection=self._on_receive_connection,
+        server = AcceptorServer(
+            server_settings(self, self._dispatcher, remote=broker is not None, observer=observer)
         )
-        server = AcceptorServer(settings)
 
         async def launch() -> None:
             assert self._dispatcher is not None  # noqa: S101
@@ -418,10 +335,20 @@ class ApplicationEntity(ValidatedSettings):
             except KeyboardInterrupt:
                 self.stop()
 
+    def _new_dispatcher(self, broker: str | None, curve: dict[str, bytes] | None) -> Any:
+        """Requests to the workers behind `broker`, or to a thread pool of this process."""
+        if broker is not None:
+            from node.acceptor.bridge import ZmqDispatcher  # only a clustered AE loads ZeroMQ
+
+            return ZmqDispatcher(broker, curve=curve)
+        return ThreadDispatcher(
+            self._handlers(),
+            threads=max(4, self._maximum_associations * 2),
+            suboperation_timeout=self._dimse_timeout or 60.0,
+        )
+
     def _start_local_cluster(self, workers: int) -> str:
         """Start a broker and `workers` worker processes running this AE's callbacks."""
-        from node.cluster import LocalCluster, importable_name
-
         callbacks = {
             name: importable_name(getattr(self, name), name)
             for name in _SERVICE_CALLBACKS
@@ -444,21 +371,6 @@ class ApplicationEntity(ValidatedSettings):
         cluster.start()
         self._cluster = cluster
         return cluster.frontend
-
-    def _on_receive_connection(self, address: tuple[str, int]) -> Any:
-        """on_receive_connection(address) -> False refuses the TCP connection at once."""
-        hook = self.on_receive_connection
-        return None if hook is None else hook(address)
-
-    def _echo_locally(self, remote: bool) -> bool:
-        """Whether the acceptor answers C-ECHO itself: when told to (local_echo=True), or by
-        default when no echo callback exists here and the handlers run in this process."""
-        if self.local_echo is not None:
-            return bool(self.local_echo)
-        custom = getattr(self, "on_c_echo", None) is not None or bool(
-            self._event_handlers.get(evt.EVT_C_ECHO)
-        )
-        return not remote and not custom
 
     def _readiness(self) -> tuple[bool, str]:
         if self._draining:
@@ -590,48 +502,14 @@ class ApplicationEntity(ValidatedSettings):
         proposed = list(contexts) if contexts is not None else list(self._requested_contexts)
         if not proposed:
             raise RuntimeError("no requested presentation contexts: add_requested_context() first")
-        roles = {
-            item.sop_class_uid: item
-            for item in ext_neg or ()
-            if isinstance(item, RoleSelectionSubItem)
-        }
-        if roles:
-            proposed = [
-                build_context(
-                    c.abstract_syntax,
-                    c.transfer_syntaxes,
-                    scu_role=roles[c.abstract_syntax].scu_role,
-                    scp_role=roles[c.abstract_syntax].scp_role,
-                )
-                if c.abstract_syntax in roles
-                else c
-                for c in proposed
-            ]
-        identity = next((i for i in ext_neg or () if isinstance(i, UserIdentityRQSubItem)), None)
-        extended = {
-            i.sop_class_uid: i.service_class_application_information
-            for i in ext_neg or ()
-            if isinstance(i, SOPClassExtendedNegotiationSubItem)
-        }
-        common = [
-            i for i in ext_neg or () if isinstance(i, SOPClassCommonExtendedNegotiationSubItem)
-        ]
-        window = next(
-            (i for i in ext_neg or () if type(i).__name__ == "AsynchronousOperationsWindowSubItem"),
-            None,
-        )
-        request = build_associate_rq(
+        request = associate_request(
             calling_ae_title=self._ae_title,
             called_ae_title=checked_title(ae_title, "ae_title"),
-            contexts=proposed,
+            proposed=proposed,
             maximum_pdu_length=max_pdu,
             implementation_class_uid=self._implementation_class_uid,
             implementation_version_name=self._implementation_version_name,
-            operations_invoked=getattr(window, "maximum_operations_invoked", 1),
-            operations_performed=getattr(window, "maximum_operations_performed", 1),
-            user_identity=identity,
-            sop_class_extended=extended,
-            sop_class_common_extended=common,
+            ext_neg=ext_neg or (),
         )
         settings = ClientSettings(
             acse_timeout=self._acse_timeout or 30.0,

@@ -2,6 +2,7 @@
 # items get a reply, what it says, and how a worker reads the agreement back.
 from __future__ import annotations
 
+from node.ae_acceptor import acceptor_policy
 from node.extended import relational_queries, relational_query_replies
 
 STUDY_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
@@ -39,7 +40,7 @@ def test_the_ae_answers_relational_queries_only_for_the_built_in_archive():
     from node.acceptor.main import build_server_ae
 
     def negotiate(ae: AE, info: bytes = b"\x01") -> dict[str, bytes]:
-        hook = ae._policy().on_sop_class_extended  # what the acceptor's ACSE calls
+        hook = acceptor_policy(ae).on_sop_class_extended  # what the acceptor's ACSE calls
         return {} if hook is None else hook({STUDY_FIND: info})
 
     assert negotiate(AE(ae_title="PLAIN")) == {}

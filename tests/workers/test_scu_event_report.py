@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from node import AE, evt
 from node.acceptor.server import AcceptorServer
 from node.acceptor.settings import ServerSettings
+from node.ae_acceptor import acceptor_policy
 from node.dicomio import encode_dataset
 from node.dimse.commands import NActionRSP, NEventReportRQ
 from node.scu.services import LoopThread
@@ -81,7 +82,9 @@ def test_our_scu_answers_an_n_event_report_on_its_own_association(make_ae):
     policy_source = AE(ae_title="SCP")
     policy_source.add_supported_context(STORAGE_COMMITMENT_PUSH)
     reporter = SameAssociationReporter()
-    server = AcceptorServer(ServerSettings(policy=policy_source._policy, dispatcher=reporter))
+    server = AcceptorServer(
+        ServerSettings(policy=lambda: acceptor_policy(policy_source), dispatcher=reporter)
+    )
     runner = LoopThread()
     try:
         runner.run(server.start("127.0.0.1", 0), 10)
