@@ -126,8 +126,11 @@ def check_association(
     peer_address: str | None,
     associations_by_calling_aet: Mapping[str, int],
 ) -> Rejection | None:
-    """The association-level checks of PS3.8 Table 9-21, in the order that
-    node.acse.negotiation.negotiate_as_acceptor documents."""
+    """The association-level checks of PS3.8 Table 9-21 for negotiate_as_acceptor, in this
+    order: protocol version (bit 0), the association limit, the AE titles (_check_titles),
+    the associations the calling AE title holds, the application context, at least one
+    proposed presentation context. The first that fails answers, with the result, source and
+    reason Table 9-21 gives it; user identity is checked after these, by the negotiation."""
     if not request.protocol_version & 1:
         return reject(
             RejectResult.PERMANENT,
@@ -143,6 +146,43 @@ def check_association(
             f"local limit exceeded: {association_count} of {maximum_associations} "
             "associations active",
         )
+    rejection = _check_titles(request, policy, peer_address)
+    if rejection is not None:
+        return rejection
+    calling = title_from_wire(request.calling_ae_title)
+    refusal = per_calling_ae_refusal(
+        calling, associations_by_calling_aet, policy.maximum_associations_per_aet
+    )
+    if refusal is not None:
+        return reject(
+            RejectResult.TRANSIENT,
+            RejectSource.SERVICE_PROVIDER_PRESENTATION,
+            RejectReason.LOCAL_LIMIT_EXCEEDED,
+            refusal,
+        )
+    name = request.application_context.name.rstrip(" \0")
+    if name != DICOM_APPLICATION_CONTEXT:
+        return reject(
+            RejectResult.PERMANENT,
+            RejectSource.SERVICE_USER,
+            RejectReason.APPLICATION_CONTEXT_NOT_SUPPORTED,
+            f"application context {name!r} not supported",
+        )
+    if not request.presentation_contexts:
+        return reject(
+            RejectResult.PERMANENT,
+            RejectSource.SERVICE_USER,
+            RejectReason.NO_REASON,
+            "no presentation context proposed",
+        )
+    return None
+
+
+def _check_titles(
+    request: AssociateRQ, policy: AcceptorPolicy, peer_address: str | None
+) -> Rejection | None:
+    """Calling AE title recognized (ASCII, in `require_calling_aet` when set) and from one of
+    the networks bound to it; called AE title ASCII and ours when `require_called_aet`."""
     calling = title_from_wire(request.calling_ae_title)
     if not is_ae_title_text(calling) or (
         policy.require_calling_aet and calling not in policy.require_calling_aet
@@ -168,30 +208,5 @@ def check_association(
             RejectSource.SERVICE_USER,
             RejectReason.CALLED_AE_NOT_RECOGNIZED,
             f"called AE title {called!r} not recognized (we are {policy.ae_title!r})",
-        )
-    refusal = per_calling_ae_refusal(
-        calling, associations_by_calling_aet, policy.maximum_associations_per_aet
-    )
-    if refusal is not None:
-        return reject(
-            RejectResult.TRANSIENT,
-            RejectSource.SERVICE_PROVIDER_PRESENTATION,
-            RejectReason.LOCAL_LIMIT_EXCEEDED,
-            refusal,
-        )
-    name = request.application_context.name.rstrip(" \0")
-    if name != DICOM_APPLICATION_CONTEXT:
-        return reject(
-            RejectResult.PERMANENT,
-            RejectSource.SERVICE_USER,
-            RejectReason.APPLICATION_CONTEXT_NOT_SUPPORTED,
-            f"application context {name!r} not supported",
-        )
-    if not request.presentation_contexts:
-        return reject(
-            RejectResult.PERMANENT,
-            RejectSource.SERVICE_USER,
-            RejectReason.NO_REASON,
-            "no presentation context proposed",
         )
     return None

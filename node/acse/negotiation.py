@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
@@ -217,36 +217,13 @@ def negotiate_as_acceptor(
     calling AE title (both only matter when the policy binds titles to networks or limits
     associations per title).
 
-    The association is rejected (PS3.8 Table 9-21), in this order of checks, when: the
-    protocol version lacks bit 0 (permanent, ACSE provider, protocol version not supported);
-    `association_count >= maximum_associations` (transient, presentation provider, local limit
-    exceeded); the calling AE title is not in `policy.require_calling_aet` or is not ASCII
-    (permanent, service user, calling AE title not recognized), or it comes from an address
-    outside the networks `policy.calling_aet_networks` binds it to (same answer);
-    `policy.require_called_aet` is set and the called AE title differs from ours, or it is
-    not ASCII (called AE title not recognized); the calling AE title already holds
-    `policy.maximum_associations_per_aet` associations (transient, presentation provider,
-    local limit exceeded); the application context is not the DICOM one (application context
-    name not supported); no presentation context is proposed, or `policy.require_user_identity`
-    is set and no user identity is proposed, or the user identity hook refuses the identity or
-    fails (permanent, service user, no reason given, as PS3.7 D.3.3.7 and pynetdicom do).
+    Rejected (PS3.8 Table 9-21) by node.acse.access.check_association's checks, in the order
+    its docstring gives, then when no user identity is proposed but `policy.require_user_identity`
+    is set, or the user identity hook refuses the identity or fails (permanent, service user,
+    no reason given, as PS3.7 D.3.3.7 and pynetdicom do).
 
-    Otherwise an A-ASSOCIATE-AC answers each proposed context (PS3.8 Table 9-18): acceptance
-    with the first of *our* transfer syntaxes that was proposed; abstract syntax not supported
-    (3); transfer syntaxes not supported (4); user rejection (1) when role selection leaves
-    neither side a role; no reason (2) for a context ID that is even or zero, or that appears
-    more than once (PS3.8 9.3.2.2 wants distinct odd IDs; one item answers such an ID).
-    When no context can be accepted the AC still goes out with every context rejected, which is
-    what DCMTK's storescp and pynetdicom do; the requestor then releases or aborts.
-
-    The AC's user information follows DCMTK's ascending sub-item order: Maximum Length,
-    Implementation Class UID, Asynchronous Operations Window (only when proposed), SCP/SCU role
-    selection (only for SOP classes the requestor sent one for, when the supported context
-    sets both roles and a context of that class is accepted), Implementation Version Name,
-    SOP Class Extended Negotiation replies, User Identity (only when a positive response was
-    requested and the hook returned a response; without a hook the identity is accepted
-    without response). SOP Class Common Extended Negotiation is RQ-only (PS3.7 D.3.3.6): the
-    hook's choice is reported in the result, nothing is sent.
+    Otherwise an A-ASSOCIATE-AC answers each proposed context (_negotiate_contexts), with
+    the user information sub-items of _ac_sub_items.
     """
     rejection = check_association(
         request,
@@ -261,46 +238,23 @@ def negotiate_as_acceptor(
     notes: list[str] = []
     user = request.user_information
     identity = next((s for s in user.sub_items if isinstance(s, UserIdentityRQSubItem)), None)
-    identity_response: UserIdentityACSubItem | None = None
-    if identity is None and policy.require_user_identity:
-        return reject(
-            RejectResult.PERMANENT,
-            RejectSource.SERVICE_USER,
-            RejectReason.NO_REASON,
-            "user identity required, none proposed",
-        )
-    if identity is not None:
-        outcome = _negotiate_user_identity(identity, policy, notes)
-        if isinstance(outcome, Rejection):
-            return outcome
-        identity_response = outcome
+    identity_response = _identity_outcome(identity, policy, notes)
+    if isinstance(identity_response, Rejection):
+        return identity_response
     items, contexts, role_replies = _negotiate_contexts(request, policy, notes)
     window = _negotiate_window(user.asynchronous_operations_window, policy, notes)
     extended = _negotiate_sop_class_extended(user.sop_class_extended, policy, notes)
     common = _negotiate_common_extended(user.sop_class_common_extended, policy, notes)
-
-    sub_items: list[UserInformationSubItem] = [
-        MaximumLengthSubItem(policy.maximum_pdu_length),
-        ImplementationClassUIDSubItem(policy.implementation_class_uid),
-    ]
-    if window is not None:
-        sub_items.append(window)
-    sub_items.extend(role_replies)
-    if policy.implementation_version_name is not None:
-        sub_items.append(ImplementationVersionNameSubItem(policy.implementation_version_name))
-    sub_items.extend(extended)
-    if identity_response is not None:
-        sub_items.append(identity_response)
     if not any(context.accepted for context in contexts):
         notes.append("no presentation context could be accepted")
     if user.maximum_length is None:
         notes.append("the requestor sent no Maximum Length sub-item; taken as unlimited")
-
+    sub_items = _ac_sub_items(policy, window, role_replies, extended, identity_response)
     pdu = AssociateAC(
         called_ae_title=request.called_ae_title,
         calling_ae_title=request.calling_ae_title,
         presentation_contexts=tuple(items),
-        user_information=UserInformationItem(tuple(sub_items)),
+        user_information=UserInformationItem(sub_items),
     )
     return Acceptance(
         pdu=pdu,
@@ -317,6 +271,56 @@ def negotiate_as_acceptor(
         sop_class_common_extended=common,
         notes=tuple(notes),
     )
+
+
+def _identity_outcome(
+    identity: UserIdentityRQSubItem | None, policy: AcceptorPolicy, notes: list[str]
+) -> UserIdentityACSubItem | Rejection | None:
+    """The User Identity answer (or None), or the rejection when one is required and
+    missing or the hook refuses it."""
+    if identity is not None:
+        return _negotiate_user_identity(identity, policy, notes)
+    if policy.require_user_identity:
+        return reject(
+            RejectResult.PERMANENT,
+            RejectSource.SERVICE_USER,
+            RejectReason.NO_REASON,
+            "user identity required, none proposed",
+        )
+    return None
+
+
+def _ac_sub_items(
+    policy: AcceptorPolicy,
+    window: AsynchronousOperationsWindowSubItem | None,
+    role_replies: Sequence[RoleSelectionSubItem],
+    extended: Sequence[SOPClassExtendedNegotiationSubItem],
+    identity_response: UserIdentityACSubItem | None,
+) -> tuple[UserInformationSubItem, ...]:
+    """The A-ASSOCIATE-AC's user information sub-items.
+
+    The AC's user information follows DCMTK's ascending sub-item order: Maximum Length,
+    Implementation Class UID, Asynchronous Operations Window (only when proposed), SCP/SCU role
+    selection (only for SOP classes the requestor sent one for, when the supported context
+    sets both roles and a context of that class is accepted), Implementation Version Name,
+    SOP Class Extended Negotiation replies, User Identity (only when a positive response was
+    requested and the hook returned a response; without a hook the identity is accepted
+    without response). SOP Class Common Extended Negotiation is RQ-only (PS3.7 D.3.3.6): the
+    hook's choice is reported in the result, nothing is sent.
+    """
+    sub_items: list[UserInformationSubItem] = [
+        MaximumLengthSubItem(policy.maximum_pdu_length),
+        ImplementationClassUIDSubItem(policy.implementation_class_uid),
+    ]
+    if window is not None:
+        sub_items.append(window)
+    sub_items.extend(role_replies)
+    if policy.implementation_version_name is not None:
+        sub_items.append(ImplementationVersionNameSubItem(policy.implementation_version_name))
+    sub_items.extend(extended)
+    if identity_response is not None:
+        sub_items.append(identity_response)
+    return tuple(sub_items)
 
 
 def _negotiate_user_identity(
@@ -390,7 +394,16 @@ def acceptor_role_reply(
 def _negotiate_contexts(
     request: AssociateRQ, policy: AcceptorPolicy, notes: list[str]
 ) -> tuple[list[PresentationContextItemAC], list[NegotiatedContext], list[RoleSelectionSubItem]]:
-    """Presentation context and role selection negotiation (PS3.8 9.3.3.2, PS3.7 D.3.3.4)."""
+    """Presentation context and role selection negotiation (PS3.8 9.3.3.2, PS3.7 D.3.3.4).
+
+    The A-ASSOCIATE-AC answers each proposed context (PS3.8 Table 9-18): acceptance
+    with the first of *our* transfer syntaxes that was proposed; abstract syntax not supported
+    (3); transfer syntaxes not supported (4); user rejection (1) when role selection leaves
+    neither side a role; no reason (2) for a context ID that is even or zero, or that appears
+    more than once (PS3.8 9.3.2.2 wants distinct odd IDs; one item answers such an ID).
+    When no context can be accepted the AC still goes out with every context rejected, which is
+    what DCMTK's storescp and pynetdicom do; the requestor then releases or aborts.
+    """
     occurrences = Counter(item.context_id for item in request.presentation_contexts)
     requested_roles: dict[str, RoleSelectionSubItem] = {}
     for role in request.user_information.role_selections:
