@@ -93,53 +93,16 @@ class Cluster:
         self._stopping = False
 
     def _commands(self) -> list[_Role]:
+        """The broker, then the workers, then the acceptors, with their metrics ports."""
         config = self.config
-        python = sys.executable
-        verbose = ["-v"] * config.verbose + ["--log-format", config.log_format]
-        roles = [
-            _Role(
-                "broker",
-                [
-                    python,
-                    "-m",
-                    "broker",
-                    "--frontend",
-                    self.frontend,
-                    "--backend",
-                    self.backend,
-                    *verbose,
-                ],
-            )
-        ]
-        worker = [
-            python,
-            "-m",
-            "workers",
-            "--broker",
-            self.backend,
-            "--data-dir",
-            config.data_dir,
-            "--threads",
-            str(config.threads),
-            "--ae-title",
-            config.ae_title,
-            "--max-pdu",
-            str(config.max_pdu),
-            *verbose,
-        ]
-        for title, (host, port) in config.known_aes:
-            worker += ["--known-ae", f"{title}={host}:{port}"]
-        if not config.fsync:
-            worker.append("--no-fsync")
-        if config.handlers_module:
-            worker += ["--handlers", config.handlers_module]
-        if config.index:
-            worker += ["--index", config.index]
-        if config.store:
-            worker += ["--store", config.store]
-        if config.study_stable_seconds:
-            worker += ["--study-stable-seconds", str(config.study_stable_seconds)]
         base = config.metrics_port
+        broker = self._role_command(
+            "broker", "--frontend", self.frontend, "--backend", self.backend
+        )
+        if base:
+            broker += ["--metrics-port", str(base + config.acceptors)]
+        roles = [_Role("broker", broker)]
+        worker = self._worker_command()
         roles += [
             _Role(
                 f"worker-{i}",
@@ -147,30 +110,51 @@ class Cluster:
             )
             for i in range(config.workers)
         ]
-        if base:
-            roles[0].command += ["--metrics-port", str(base + config.acceptors)]
-        acceptor = [
-            python,
-            "-m",
-            "node.acceptor",
-            "--broker",
-            self.frontend,
-            "--port",
-            str(config.port),
-            "--bind",
-            config.bind,
-            "--ae-title",
-            config.ae_title,
-            "--max-associations",
-            str(config.max_associations),
-            "--acse-timeout",
-            str(config.acse_timeout),
-            "--network-timeout",
-            str(config.network_timeout),
-            "--max-pdu",
-            str(config.max_pdu),
-            *verbose,
+        acceptor = self._acceptor_command()
+        roles += [
+            _Role(f"acceptor-{i}", acceptor + (["--metrics-port", str(base + i)] if base else []))
+            for i in range(config.acceptors)
         ]
+        return roles
+
+    def _role_command(self, module: str, *arguments: str) -> list[str]:
+        """`python -m module arguments` with the logging options every role takes."""
+        config = self.config
+        verbose = ["-v"] * config.verbose + ["--log-format", config.log_format]
+        return [sys.executable, "-m", module, *arguments, *verbose]
+
+    def _worker_command(self) -> list[str]:
+        config = self.config
+        worker = self._role_command(
+            "workers",
+            *("--broker", self.backend, "--data-dir", config.data_dir),
+            *("--threads", str(config.threads), "--ae-title", config.ae_title),
+            *("--max-pdu", str(config.max_pdu)),
+        )
+        for title, (host, port) in config.known_aes:
+            worker += ["--known-ae", f"{title}={host}:{port}"]
+        if not config.fsync:
+            worker.append("--no-fsync")
+        for option, value in (
+            ("--handlers", config.handlers_module),
+            ("--index", config.index),
+            ("--store", config.store),
+            ("--study-stable-seconds", config.study_stable_seconds),
+        ):
+            if value:
+                worker += [option, str(value)]
+        return worker
+
+    def _acceptor_command(self) -> list[str]:
+        config = self.config
+        acceptor = self._role_command(
+            "node.acceptor",
+            *("--broker", self.frontend, "--port", str(config.port), "--bind", config.bind),
+            *("--ae-title", config.ae_title, "--max-associations", str(config.max_associations)),
+            *("--acse-timeout", str(config.acse_timeout)),
+            *("--network-timeout", str(config.network_timeout)),
+            *("--max-pdu", str(config.max_pdu)),
+        )
         if config.acceptors > 1:
             acceptor.append("--reuse-port")
         if config.dimse_timeout is not None:
@@ -182,12 +166,7 @@ class Cluster:
             acceptor.append("--require-called-aet")
         for title in config.require_calling_aet:
             acceptor += ["--require-calling-aet", title]
-        acceptor += config.acceptor_arguments
-        roles += [
-            _Role(f"acceptor-{i}", acceptor + (["--metrics-port", str(base + i)] if base else []))
-            for i in range(config.acceptors)
-        ]
-        return roles
+        return acceptor + config.acceptor_arguments
 
     def start(self) -> None:
         os.makedirs(self.config.data_dir, exist_ok=True)

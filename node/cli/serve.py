@@ -1,16 +1,17 @@
 # `dicomnode serve`: the embedded node (in one process, or acceptors, broker and workers).
+#
+# Rules: the heavy modules (the AE, the stores, ZeroMQ) are imported inside the functions that
+# use them, so that `dicomnode --help` and a bad argument answer in a few milliseconds.
 from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import argparse
 
-from node.cli.common import (
-    CommandError,
-)
+from node.cli.common import CommandError
 
 
 def command_serve(args: argparse.Namespace) -> int:
@@ -29,48 +30,59 @@ def command_serve(args: argparse.Namespace) -> int:
         logging.getLogger("dicomnode.serve").info("%s", banner)
     else:
         print(banner, flush=True)
-    from node.acceptor.main import forwarded_access_arguments, serves_worklist, tls_server_context
+    from node.acceptor.main import tls_server_context
 
     ssl_context = tls_server_context(args)  # a bad certificate or key fails here, at once
     if args.workers:
-        from node.acceptor.main import apply_access_options as check_access_options
-        from node.ae import AE
-        from node.cluster import Cluster, ClusterConfig
+        return _serve_cluster(args)
+    return _serve_in_process(args, ssl_context)
 
-        check_access_options(AE(args.ae_title), args)  # the acceptors would fail one by one
-        cluster = Cluster(
-            ClusterConfig(
-                ae_title=args.ae_title,
-                port=args.port,
-                bind=args.bind,
-                data_dir=args.data_dir,
-                workers=args.workers,
-                acceptors=args.acceptors,
-                threads=args.threads,
-                max_associations=args.max_associations,
-                max_pdu=args.max_pdu,
-                known_aes=list(args.known_ae),
-                fsync=not args.no_fsync,
-                verbose=args.verbose,
-                log_format=args.log_format,
-                handlers_module=args.handlers,
-                runtime_dir=args.runtime_dir,
-                acse_timeout=args.acse_timeout,
-                network_timeout=args.network_timeout,
-                dimse_timeout=args.dimse_timeout,
-                metrics_port=args.metrics_port,
-                drain_timeout=args.drain_timeout,
-                require_called_aet=args.require_called_aet,
-                require_calling_aet=list(args.require_calling_aet),
-                index=args.index,
-                store=args.store,
-                study_stable_seconds=args.study_stable_seconds,
-                acceptor_arguments=forwarded_access_arguments(args)
-                + (["--worklist"] if serves_worklist(args.handlers) else []),
-            )
+
+def _serve_cluster(args: argparse.Namespace) -> int:
+    """Acceptors, a broker and workers as processes of this host (node.cluster)."""
+    from node.acceptor.main import apply_access_options, forwarded_access_arguments, serves_worklist
+    from node.ae import AE
+    from node.cluster import Cluster, ClusterConfig
+
+    # checked once here: the acceptors would each fail on a bad option
+    apply_access_options(AE(args.ae_title), args)
+    cluster = Cluster(
+        ClusterConfig(
+            ae_title=args.ae_title,
+            port=args.port,
+            bind=args.bind,
+            data_dir=args.data_dir,
+            workers=args.workers,
+            acceptors=args.acceptors,
+            threads=args.threads,
+            max_associations=args.max_associations,
+            max_pdu=args.max_pdu,
+            known_aes=list(args.known_ae),
+            fsync=not args.no_fsync,
+            verbose=args.verbose,
+            log_format=args.log_format,
+            handlers_module=args.handlers,
+            runtime_dir=args.runtime_dir,
+            acse_timeout=args.acse_timeout,
+            network_timeout=args.network_timeout,
+            dimse_timeout=args.dimse_timeout,
+            metrics_port=args.metrics_port,
+            drain_timeout=args.drain_timeout,
+            require_called_aet=args.require_called_aet,
+            require_calling_aet=list(args.require_calling_aet),
+            index=args.index,
+            store=args.store,
+            study_stable_seconds=args.study_stable_seconds,
+            acceptor_arguments=forwarded_access_arguments(args)
+            + (["--worklist"] if serves_worklist(args.handlers) else []),
         )
-        return cluster.run()
-    from node.acceptor.main import build_server_ae
+    )
+    return cluster.run()
+
+
+def _serve_in_process(args: argparse.Namespace, ssl_context: Any) -> int:
+    """The AE with its handlers on a thread pool of this process (--workers 0)."""
+    from node.acceptor.main import apply_access_options, build_server_ae, install_drain
     from workers.store.index import Index
     from workers.store.objects import open_store
 
@@ -82,8 +94,6 @@ def command_serve(args: argparse.Namespace) -> int:
         maximum_pdu=args.max_pdu,
     )
     ae.known_aes = dict(args.known_ae)
-    from node.acceptor.main import apply_access_options, install_drain
-
     apply_access_options(ae, args)
     ae.acse_timeout = args.acse_timeout
     ae.network_timeout = args.network_timeout

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from workers.store.matching import (
     select_instances,
     select_matches,
 )
+from workers.store.rebuild import IndexRebuild, RebuildReport
 from workers.store.schema import (
     ATTRIBUTES,
     PARENT_COLUMN,
@@ -44,10 +44,10 @@ from workers.store.schema import (
     InstanceRecord,
     Level,
     record_from_bytes,
-    record_from_file,
 )
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import Callable, Iterable, Iterator, Sequence
 
     from workers.store.matching import Select
@@ -153,13 +153,6 @@ class StoredInstance:
     path: StoredPath
 
 
-@dataclass(frozen=True, slots=True)
-class RebuildReport:
-    indexed: int
-    removed: int
-    unreadable: int
-
-
 @dataclass(eq=False)
 class _PendingRow:
     """One add() waiting for a group commit."""
@@ -172,7 +165,7 @@ class _PendingRow:
     error: BaseException | None = None
 
 
-class Index:
+class Index(IndexRebuild):
     """The Query/Retrieve index of one data directory (paths are stored relative to it)."""
 
     def __init__(self, backend: Backend, root: str | os.PathLike[str]) -> None:
@@ -545,73 +538,6 @@ class Index:
             table: int(self.backend.fetch(f"SELECT COUNT(*) FROM {table}")[0][0])  # noqa: S608
             for table in TABLES.values()
         }
-
-    # --- rebuild -------------------------------------------------------------------------------
-
-    def rebuild(self, *, batch: int = 500) -> RebuildReport:
-        """Re-index every file under DATA_DIR/objects (or every object under the object
-        store's prefix: `stored_records`), then drop rows whose file is gone.
-
-        Safe while the node runs (rows are upserted, never dropped first) and never deletes a
-        file: of two files with the same SOP Instance UID the index keeps the last one found.
-        For a damaged database, delete index.sqlite and rebuild.
-        """
-        indexed = unreadable = 0
-        pending: list[InstanceRecord] = []
-        for record in self.stored_records():
-            if record is None:
-                unreadable += 1
-                continue
-            pending.append(record)
-            if len(pending) >= batch:
-                indexed += self._add_batch(pending)
-        indexed += self._add_batch(pending)
-        removed = self._drop_missing(batch)
-        self.backend.optimize()
-        return RebuildReport(indexed, removed, unreadable)
-
-    def _file_records(self) -> Iterator[InstanceRecord | None]:
-        for path in _walk(self.root / "objects"):
-            try:
-                yield record_from_file(path, self.root)
-            except Exception as error:  # noqa: BLE001 - any unreadable file is skipped
-                log.warning("index rebuild: skipping %s: %s", path, error)
-                yield None
-
-    def _add_batch(self, records: list[InstanceRecord]) -> int:
-        with self.backend.transaction() as cursor:
-            for record in records:
-                self._add(cursor, record)
-        count = len(records)
-        records.clear()
-        return count
-
-    def _drop_missing(self, batch: int) -> int:
-        removed = 0
-        after = 0
-        while True:
-            rows = self.backend.fetch(
-                self._sql(
-                    "SELECT id, sop_instance_uid, path FROM instance WHERE id > ? "
-                    "ORDER BY id LIMIT ?"
-                ),
-                (after, batch),
-            )
-            for _, sop_instance_uid, path in rows:
-                if not self.locate(path).is_file():
-                    removed += self.remove(sop_instance_uid)
-            if len(rows) < batch:
-                return removed
-            after = int(rows[-1][0])
-
-
-def _walk(objects: Path) -> Iterator[Path]:
-    """The .dcm files under `objects`, in a stable order, one directory at a time."""
-    for directory, subdirectories, files in os.walk(objects):
-        subdirectories.sort()
-        for name in sorted(files):
-            if name.endswith(".dcm") and not name.startswith("."):
-                yield Path(directory) / name
 
 
 class IndexedFileStore(FileStore):
