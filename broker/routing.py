@@ -11,90 +11,45 @@
 # whether a request may run twice (wire.IDEMPOTENT_COMMANDS) and which failure status fits.
 from __future__ import annotations
 
-import math
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final
 
 from broker import wire
+from broker.actions import (
+    Action,
+    Fault,
+    Frame,
+    Notice,
+    Part,
+    RequestKey,
+    SendToAcceptor,
+    SendToWorker,
+    deadline_of,
+    integer_field,
+    repack,
+    request_key,
+    worker_lost_status,
+)
 from node.dimse.status import Status, StorageStatus
 
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-
-class Frame(Protocol):
-    """A received message part: its length and its bytes (zmq.Frame qualifies)."""
-
-    def __len__(self) -> int: ...
-
-    @property
-    def bytes(self) -> bytes: ...
-
-
-#: An outgoing message part: a frame as received, or an envelope packed here.
-Part = Frame | bytes
-
-#: A request is named by (acceptor, assoc_id, msg_id) (DESIGN.md "Flows").
-RequestKey = tuple[str, int | str, int]
-
-
-#: Command fields whose services define 0xA700 "Refused: Out of Resources" (C-STORE, C-FIND).
-_OUT_OF_RESOURCES_COMMANDS: Final = frozenset({0x0001, 0x0020})
+#: The actions and their parts, re-exported for the I/O loop (broker.server) and the tests.
+__all__ = [
+    "Action",
+    "BrokerState",
+    "Fault",
+    "Frame",
+    "Notice",
+    "SendToAcceptor",
+    "SendToWorker",
+    "worker_lost_status",
+]
 
 _MAX_CREDITS: Final = 1 << 20
 _HEARTBEAT: Final = wire.pack_envelope(wire.HEARTBEAT)
 
-
-def worker_lost_status(command_field: int) -> int:
-    """The failure status for a request whose worker died and that cannot be repeated.
-
-    C-STORE and C-FIND answer 0xA700 Refused: Out of Resources (PS3.4 B.2.3, C.4.1.1.4);
-    everything else (C-ECHO, C-GET, C-MOVE, N-*) answers 0x0110 Processing failure (PS3.7 C.4.2).
-    """
-    if command_field in _OUT_OF_RESOURCES_COMMANDS:
-        return StorageStatus.OUT_OF_RESOURCES
-    return Status.PROCESSING_FAILURE
-
-
-@dataclass(frozen=True, slots=True)
-class SendToWorker:
-    """Send `frames` (the body after the empty delimiter) to the worker `worker`."""
-
-    worker: bytes
-    frames: tuple[Part, ...]
-    kind: str
-    #: Set when the message is a request, so an undeliverable one can be queued again.
-    request: RequestKey | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SendToAcceptor:
-    """Send `frames` (the body after the empty delimiter) to the acceptor `acceptor`."""
-
-    acceptor: bytes
-    frames: tuple[Part, ...]
-    kind: str
-
-
-@dataclass(frozen=True, slots=True)
-class Fault:
-    """A message was rejected or lost; `kind` names the fault (already counted in `faults`)."""
-
-    kind: str
-    peer: bytes
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class Notice:
-    """A rare event worth a log line (a worker joined or died, an acceptor was forgotten)."""
-
-    text: str
-    warning: bool = False
-
-
-Action = SendToWorker | SendToAcceptor | Fault | Notice
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 @dataclass(slots=True)
@@ -125,40 +80,6 @@ class _Worker:
     draining: bool = False
     #: Requests in flight on this worker, in the order they were sent (a dict as ordered set).
     requests: dict[RequestKey, None] = field(default_factory=dict)
-
-
-def _integer(envelope: wire.Envelope, key: str, minimum: int = 0, maximum: int = 1 << 63) -> int:
-    value = envelope[key]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise wire.WireError(f"{key} is not an integer")
-    if not minimum <= value <= maximum:
-        raise wire.WireError(f"{key} {value} out of range")
-    return value
-
-
-def _request_key(envelope: wire.Envelope) -> RequestKey:
-    acceptor = envelope["acceptor"]
-    assoc_id = envelope["assoc_id"]
-    if not isinstance(acceptor, str):
-        raise wire.WireError("acceptor is not a string")
-    if isinstance(assoc_id, bool) or not isinstance(assoc_id, int | str):
-        raise wire.WireError("assoc_id is neither an integer nor a string")
-    return acceptor, assoc_id, _integer(envelope, "msg_id")
-
-
-def _deadline(envelope: wire.Envelope) -> float | None:
-    value = envelope["deadline"]
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise wire.WireError("deadline is not a number")
-    return float(value) if value > 0 else None
-
-
-def _repack(envelope: wire.Envelope, **changes: object) -> bytes:
-    fields = {key: value for key, value in envelope.items() if key not in ("v", "kind")}
-    fields.update(changes)
-    return wire.pack_envelope(envelope["kind"], **fields)
 
 
 class BrokerState:
@@ -235,7 +156,7 @@ class BrokerState:
                 return [self._fault("unknown_worker", identity, f"{kind} before ready")]
             worker.expires = now + self._patience
             if kind == wire.CREDIT:
-                worker.credits += _integer(envelope, "credits", 1, _MAX_CREDITS)
+                worker.credits += integer_field(envelope, "credits", 1, _MAX_CREDITS)
                 self._refresh(worker)
                 return self._dispatch(now)
             if kind in (wire.REPLY, wire.ERROR):
@@ -351,9 +272,9 @@ class BrokerState:
     def _on_request(
         self, identity: bytes, envelope: wire.Envelope, parts: tuple[Part, ...], now: float
     ) -> list[Action]:
-        key = _request_key(envelope)
-        deadline = _deadline(envelope)
-        command_field = _integer(envelope, "command_field")
+        key = request_key(envelope)
+        deadline = deadline_of(envelope)
+        command_field = integer_field(envelope, "command_field")
         if key[0].encode() != identity:
             return [self._fault("acceptor_mismatch", identity, f"request names {key[0]!r}")]
         if key in self._queue or key in self._in_flight:
@@ -387,7 +308,7 @@ class BrokerState:
     def _on_cancel(
         self, identity: bytes, envelope: wire.Envelope, parts: tuple[Part, ...]
     ) -> list[Action]:
-        key = _request_key(envelope)
+        key = request_key(envelope)
         if key[0].encode() != identity:
             return [self._fault("acceptor_mismatch", identity, f"cancel names {key[0]!r}")]
         queued = self._queue.pop(key, None)
@@ -416,7 +337,7 @@ class BrokerState:
     def _on_chunk(
         self, identity: bytes, envelope: wire.Envelope, parts: tuple[Part, ...]
     ) -> list[Action]:
-        key = _request_key(envelope)
+        key = request_key(envelope)
         if key[0].encode() != identity:
             return [self._fault("acceptor_mismatch", identity, f"chunk names {key[0]!r}")]
         request = self._in_flight.get(key)
@@ -432,7 +353,7 @@ class BrokerState:
     # -- backend --------------------------------------------------------------------------
 
     def _on_ready(self, identity: bytes, envelope: wire.Envelope, now: float) -> list[Action]:
-        credits = _integer(envelope, "credits", 0, _MAX_CREDITS)
+        credits = integer_field(envelope, "credits", 0, _MAX_CREDITS)
         try:
             name = identity.decode()
         except UnicodeDecodeError:
@@ -475,7 +396,7 @@ class BrokerState:
         request = self._worker_request(worker, envelope)
         if isinstance(request, Fault):
             return [request]
-        packed = _repack(envelope, worker=worker.name)
+        packed = repack(envelope, worker=worker.name)
         return [SendToAcceptor(request.acceptor, (packed, *parts[1:]), wire.SUBOPERATION)]
 
     def _on_event_report(
@@ -489,7 +410,7 @@ class BrokerState:
                 wire.SUBOPERATION_STATUS, worker=worker.name, sub_id=envelope["sub_id"], status=-1
             )
             return [SendToWorker(worker.identity, (status,), wire.SUBOPERATION_STATUS)]
-        packed = _repack(envelope, worker=worker.name)
+        packed = repack(envelope, worker=worker.name)
         return [SendToAcceptor(acceptor.encode(), (packed, *parts[1:]), wire.EVENT_REPORT)]
 
     def _on_chunk_ack(
@@ -502,7 +423,7 @@ class BrokerState:
 
     def _worker_request(self, worker: _Worker, envelope: wire.Envelope) -> _Request | Fault:
         """The in-flight request a worker's message is about, or a stale_reply fault."""
-        key = _request_key(envelope)
+        key = request_key(envelope)
         request = self._in_flight.get(key)
         if request is None or request.worker != worker.identity:
             return self._fault("stale_reply", worker.identity, f"no request {key} in flight")
@@ -560,7 +481,7 @@ class BrokerState:
             elif request.idempotent and request.retry == 0 and request.parts:
                 request.retry = 1
                 request.envelope["retry"] = 1
-                request.parts = (_repack(request.envelope), *request.parts[1:])
+                request.parts = (repack(request.envelope), *request.parts[1:])
                 retries.append(request)
             else:
                 status = worker_lost_status(request.envelope["command_field"])
