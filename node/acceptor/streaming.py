@@ -94,13 +94,7 @@ class StreamingRequests:
         ) -> ServiceRequest | None: ...
 
         def refuse(
-            self,
-            context_id: int,
-            command_field: int,
-            message_id: int,
-            status: int,
-            comment: str,
-            offending_element: tuple[int, ...] = (),
+            self, context_id: int, field: int, message_id: int, status: int, comment: str
         ) -> DimseMessage: ...
 
         def answer_or_abort(

@@ -57,6 +57,7 @@ DATASET_PRESENT: Final = 0x0001
 
 _REQUEST_ID: Final = ("message_id",)
 _RESPONSE_ID: Final = ("message_id_being_responded_to", "status")
+_REQUESTED_ID: Final = (*_REQUEST_ID, "requested_sop_class_uid", "requested_sop_instance_uid")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -283,6 +284,16 @@ class CCancelRQ(_Cancel):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class NResponse(Response):
+    """Fields every DIMSE-N response may carry: Affected SOP Class/Instance UID."""
+
+    REQUIRED: ClassVar[tuple[str, ...]] = _RESPONSE_ID
+
+    affected_sop_class_uid: str | None = None
+    affected_sop_instance_uid: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NEventReportRQ(AffectedRequest):
     """N-EVENT-REPORT-RQ, PS3.7 10.3.1.1. The data set is the Event Information."""
 
@@ -304,14 +315,11 @@ class NEventReportRQ(AffectedRequest):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NEventReportRSP(Response):
+class NEventReportRSP(NResponse):
     """N-EVENT-REPORT-RSP, PS3.7 10.3.1.2. The data set, if any, is the Event Reply."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.N_EVENT_REPORT_RSP
-    REQUIRED: ClassVar[tuple[str, ...]] = _RESPONSE_ID
 
-    affected_sop_class_uid: str | None = None
-    affected_sop_instance_uid: str | None = None
     event_type_id: int | None = None
     has_dataset: bool = False
 
@@ -321,25 +329,18 @@ class NGetRQ(RequestedRequest):
     """N-GET-RQ, PS3.7 10.3.2.1."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.N_GET_RQ
-    REQUIRED: ClassVar[tuple[str, ...]] = (
-        *_REQUEST_ID,
-        "requested_sop_class_uid",
-        "requested_sop_instance_uid",
-    )
+    REQUIRED: ClassVar[tuple[str, ...]] = _REQUESTED_ID
 
     attribute_identifier_list: tuple[int, ...] | None = None
     has_dataset: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NGetRSP(Response):
+class NGetRSP(NResponse):
     """N-GET-RSP, PS3.7 10.3.2.2. On success the data set is the Attribute List."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.N_GET_RSP
-    REQUIRED: ClassVar[tuple[str, ...]] = _RESPONSE_ID
 
-    affected_sop_class_uid: str | None = None
-    affected_sop_instance_uid: str | None = None
     attribute_identifier_list: tuple[int, ...] | None = None
     has_dataset: bool = False
 
@@ -349,24 +350,17 @@ class NSetRQ(RequestedRequest):
     """N-SET-RQ, PS3.7 10.3.3.1. The data set is the Modification List."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.N_SET_RQ
-    REQUIRED: ClassVar[tuple[str, ...]] = (
-        *_REQUEST_ID,
-        "requested_sop_class_uid",
-        "requested_sop_instance_uid",
-    )
+    REQUIRED: ClassVar[tuple[str, ...]] = _REQUESTED_ID
 
     has_dataset: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NSetRSP(Response):
+class NSetRSP(NResponse):
     """N-SET-RSP, PS3.7 10.3.3.2."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.N_SET_RSP
-    REQUIRED: ClassVar[tuple[str, ...]] = _RESPONSE_ID
 
-    affected_sop_class_uid: str | None = None
-    affected_sop_instance_uid: str | None = None
     attribute_identifier_list: tuple[int, ...] | None = None
     has_dataset: bool = False
 
@@ -376,26 +370,18 @@ class NActionRQ(RequestedRequest):
     """N-ACTION-RQ, PS3.7 10.3.4.1. The data set is the Action Information."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.N_ACTION_RQ
-    REQUIRED: ClassVar[tuple[str, ...]] = (
-        *_REQUEST_ID,
-        "requested_sop_class_uid",
-        "requested_sop_instance_uid",
-        "action_type_id",
-    )
+    REQUIRED: ClassVar[tuple[str, ...]] = (*_REQUESTED_ID, "action_type_id")
 
     action_type_id: int
     has_dataset: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NActionRSP(Response):
+class NActionRSP(NResponse):
     """N-ACTION-RSP, PS3.7 10.3.4.2. The data set, if any, is the Action Reply."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.N_ACTION_RSP
-    REQUIRED: ClassVar[tuple[str, ...]] = _RESPONSE_ID
 
-    affected_sop_class_uid: str | None = None
-    affected_sop_instance_uid: str | None = None
     action_type_id: int | None = None
     has_dataset: bool = False
 
@@ -416,14 +402,11 @@ class NCreateRQ(AffectedRequest):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NCreateRSP(Response):
+class NCreateRSP(NResponse):
     """N-CREATE-RSP, PS3.7 10.3.5.2."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.N_CREATE_RSP
-    REQUIRED: ClassVar[tuple[str, ...]] = _RESPONSE_ID
 
-    affected_sop_class_uid: str | None = None
-    affected_sop_instance_uid: str | None = None
     attribute_identifier_list: tuple[int, ...] | None = None
     has_dataset: bool = False
 
@@ -433,24 +416,17 @@ class NDeleteRQ(RequestedRequest):
     """N-DELETE-RQ, PS3.7 10.3.6.1."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.N_DELETE_RQ
-    REQUIRED: ClassVar[tuple[str, ...]] = (
-        *_REQUEST_ID,
-        "requested_sop_class_uid",
-        "requested_sop_instance_uid",
-    )
+    REQUIRED: ClassVar[tuple[str, ...]] = _REQUESTED_ID
 
     has_dataset: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NDeleteRSP(Response):
+class NDeleteRSP(NResponse):
     """N-DELETE-RSP, PS3.7 10.3.6.2."""
 
     COMMAND_FIELD: ClassVar[int] = CommandField.N_DELETE_RSP
-    REQUIRED: ClassVar[tuple[str, ...]] = _RESPONSE_ID
 
-    affected_sop_class_uid: str | None = None
-    affected_sop_instance_uid: str | None = None
     has_dataset: bool = False
 
 
