@@ -7,6 +7,8 @@
 # ZeroMQ bridge (node.acceptor.bridge) that hands requests to worker processes through the broker.
 from __future__ import annotations
 
+import abc
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -158,3 +160,25 @@ class Channel(Protocol):
     ) -> int | None:
         """N-EVENT-REPORT on the requesting association, even after the final response (if the
         association is still open); the peer's status, or None when it could not be sent."""
+
+
+class QueuingChannel(abc.ABC):
+    """The part two Channels share: C-GET sub-operations queued on the association
+    (`store_nowait`), the blocking `store` waiting for one, and cancellation by an Event."""
+
+    def __init__(self) -> None:
+        self.cancelled = threading.Event()
+
+    @abc.abstractmethod
+    def store_nowait(
+        self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, dataset: bytes
+    ) -> SubOperation:
+        """Queue a C-GET sub-operation on the requesting association; its status comes later."""
+
+    def store(
+        self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, dataset: bytes
+    ) -> int:
+        return self.store_nowait(sop_class_uid, sop_instance_uid, transfer_syntax, dataset).result()
+
+    def is_cancelled(self) -> bool:
+        return self.cancelled.is_set()

@@ -8,12 +8,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from node.dimse.messages import Request
+from node.dispatch import QueuingChannel
 from workers.service import handle_request
 from workers.store.spool import Spool
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("dicomnode.local")
 
 
-class _ThreadChannel:
+class _ThreadChannel(QueuingChannel):
     """The worker-side Channel for a request handled on a pool thread."""
 
     def __init__(
@@ -37,21 +37,16 @@ class _ThreadChannel:
         sink: ReplySink,
         suboperation_timeout: float | None,
     ) -> None:
+        super().__init__()
         self.loop = loop
         self.request = request
         self.sink = sink
-        self.cancelled = threading.Event()
         self.suboperation_timeout = suboperation_timeout
 
     def respond(self, response: DimseMessage, dataset: bytes | None, final: bool) -> None:
         self.loop.call_soon_threadsafe(
             self.sink.send_response, self.request, response, dataset, final
         )
-
-    def store(
-        self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, dataset: bytes
-    ) -> int:
-        return self.store_nowait(sop_class_uid, sop_instance_uid, transfer_syntax, dataset).result()
 
     def store_nowait(
         self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, dataset: bytes
@@ -67,9 +62,6 @@ class _ThreadChannel:
 
         future = asyncio.run_coroutine_threadsafe(send(), self.loop)
         return _LoopSubOperation(future, deadline, sop_instance_uid)
-
-    def is_cancelled(self) -> bool:
-        return self.cancelled.is_set()
 
     def event_report(
         self, sop_class_uid: str, sop_instance_uid: str, event_type: int, dataset: bytes | None

@@ -28,7 +28,7 @@ from broker.liveness import Liveness
 from node.dimse.commands import decode_command, encode_command
 from node.dimse.messages import Request, Response
 from node.dimse.status import Status
-from node.dispatch import AssociationInfo, ServiceRequest, StorageContext
+from node.dispatch import AssociationInfo, QueuingChannel, ServiceRequest, StorageContext
 from workers.service import handle_request
 
 if TYPE_CHECKING:
@@ -89,14 +89,14 @@ class _Outbox:
             self.sockets.clear()
 
 
-class WorkerChannel:
+class WorkerChannel(QueuingChannel):
     """The Channel of one request: replies, C-GET sub-operations, cancel."""
 
     def __init__(self, worker: Worker, envelope: wire.Envelope, request: ServiceRequest) -> None:
+        super().__init__()
         self.worker = worker
         self.envelope = envelope
         self.request = request
-        self.cancelled = threading.Event()
         self.finished = False
 
     def respond(self, response: DimseMessage, dataset: bytes | None, final: bool) -> None:
@@ -112,11 +112,6 @@ class WorkerChannel:
         command = encode_command(response)  # may raise: then nothing is marked finished
         self.worker.outbox.send([b"", header, command, dataset or b""])
         self.finished = self.finished or final
-
-    def store(
-        self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, dataset: bytes
-    ) -> int:
-        return self.store_nowait(sop_class_uid, sop_instance_uid, transfer_syntax, dataset).result()
 
     def store_nowait(
         self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, dataset: bytes
@@ -147,9 +142,6 @@ class WorkerChannel:
             self.worker.forget_suboperation(sub_id)
             raise
         return _RemoteSubOperation(self.worker, sub_id, waiter, str(fields.get("sop_instance", "")))
-
-    def is_cancelled(self) -> bool:
-        return self.cancelled.is_set()
 
     def event_report(
         self, sop_class_uid: str, sop_instance_uid: str, event_type: int, dataset: bytes | None

@@ -189,13 +189,7 @@ class AsyncAssociation(AssociationBase):
         query_model: str = "P",
     ) -> AsyncIterator[tuple[Dataset, Dataset | None]]:
         """C-FIND (PS3.7 9.1.2): yields (status, identifier) per response."""
-        context = self.find_context(_model(query_model, 0))
-        command = CFindRQ(
-            message_id=msg_id or self.next_message_id(),
-            affected_sop_class_uid=context.abstract_syntax,
-            priority=priority,
-        )
-        async for item in self._multi(context, command, dataset):
+        async for item in self._query(CFindRQ, 0, dataset, msg_id, priority, query_model):
             yield item
 
     async def send_c_get(
@@ -207,13 +201,7 @@ class AsyncAssociation(AssociationBase):
     ) -> AsyncIterator[tuple[Dataset, Dataset | None]]:
         """C-GET (PS3.7 9.1.3): sub-operation C-STOREs arrive on this association and go to
         the AE's storage handler; yields (status, identifier) per C-GET-RSP."""
-        context = self.find_context(_model(query_model, 1))
-        command = CGetRQ(
-            message_id=msg_id or self.next_message_id(),
-            affected_sop_class_uid=context.abstract_syntax,
-            priority=priority,
-        )
-        async for item in self._multi(context, command, dataset):
+        async for item in self._query(CGetRQ, 1, dataset, msg_id, priority, query_model):
             yield item
 
     async def send_c_move(
@@ -225,16 +213,31 @@ class AsyncAssociation(AssociationBase):
         query_model: str = "P",
     ) -> AsyncIterator[tuple[Dataset, Dataset | None]]:
         """C-MOVE (PS3.7 9.1.4) to `move_aet`: yields (status, identifier) per response."""
-        context = self.find_context(_model(query_model, 2))
         destination = move_aet.decode("ascii") if isinstance(move_aet, bytes) else move_aet
-        command = CMoveRQ(
+        async for item in self._query(
+            CMoveRQ, 2, dataset, msg_id, priority, query_model, move_destination=destination.strip()
+        ):
+            yield item
+
+    def _query(
+        self,
+        command_class: type[CFindRQ | CGetRQ | CMoveRQ],
+        service: int,
+        dataset: Dataset,
+        msg_id: int | None,
+        priority: int,
+        query_model: str,
+        **fields: Any,
+    ) -> AsyncIterator[tuple[Dataset, Dataset | None]]:
+        """A C-FIND/C-GET/C-MOVE (`service` 0/1/2 of the query model) and its responses."""
+        context = self.find_context(_model(query_model, service))
+        command = command_class(
             message_id=msg_id or self.next_message_id(),
             affected_sop_class_uid=context.abstract_syntax,
-            move_destination=destination.strip(),
             priority=priority,
+            **fields,
         )
-        async for item in self._multi(context, command, dataset):
-            yield item
+        return self._multi(context, command, dataset)
 
     def send_c_cancel(
         self, msg_id: int, context_id: int | None = None, query_model: str | None = None

@@ -10,12 +10,13 @@
 # workers.store.postgres.
 from __future__ import annotations
 
+import abc
 import contextlib
 import queue
 import sqlite3
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from workers.store.matching import SQLITE, Dialect
 
@@ -69,7 +70,47 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-class SQLiteBackend:
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Closable)
+
+
+class ConnectionPool(abc.ABC, Generic[C]):
+    """A backend's connections: an idle one is reused, a new one opened when none is idle,
+    every one closed by close() (the SQLite and PostgreSQL backends share it)."""
+
+    def __init__(self) -> None:
+        self._idle: queue.SimpleQueue[C] = queue.SimpleQueue()
+        self._all: list[C] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @abc.abstractmethod
+    def _open(self) -> C:
+        """A new connection (IndexDatabaseError when the database cannot be reached)."""
+
+    def _checkout(self) -> C:
+        if self._closed:
+            raise IndexDatabaseError("the index is closed")
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            connection = self._open()
+        with self._lock:
+            self._all.append(connection)
+        return connection
+
+    def close(self) -> None:
+        self._closed = True
+        with self._lock:
+            connections, self._all = self._all, []
+        for connection in connections:
+            connection.close()
+
+
+class SQLiteBackend(ConnectionPool[sqlite3.Connection]):
     """SQLite connections (a small pool), WAL mode, a busy timeout, immediate transactions."""
 
     dialect: Dialect = SQLITE
@@ -83,38 +124,28 @@ class SQLiteBackend:
         self.path = str(path)
         self.synchronous = synchronous.upper()
         self.timeout = timeout
-        self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        self._closed = False
+        super().__init__()
 
-    def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(
-            self.path,
-            timeout=self.timeout,
-            isolation_level=None,
-            check_same_thread=False,
-            cached_statements=256,
-        )
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute(f"PRAGMA synchronous={self.synchronous}")
-        connection.execute("PRAGMA foreign_keys=ON")
-        with self._lock:
-            self._all.append(connection)
+    def _open(self) -> sqlite3.Connection:
+        try:
+            connection = sqlite3.connect(
+                self.path,
+                timeout=self.timeout,
+                isolation_level=None,
+                check_same_thread=False,
+                cached_statements=256,
+            )
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute(f"PRAGMA synchronous={self.synchronous}")
+            connection.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as error:
+            raise IndexDatabaseError(f"cannot open {self.path}: {error}") from error
         return connection
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[sqlite3.Connection]:
         """A connection for this thread's use until the block ends, then back to the pool."""
-        if self._closed:
-            raise IndexDatabaseError("the index is closed")
-        try:
-            connection = self._idle.get_nowait()
-        except queue.Empty:
-            try:
-                connection = self._connect()
-            except sqlite3.Error as error:
-                raise IndexDatabaseError(f"cannot open {self.path}: {error}") from error
+        connection = self._checkout()
         try:
             yield connection
         finally:
@@ -150,10 +181,3 @@ class SQLiteBackend:
         """Refresh the planner's statistics (after bulk changes)."""
         with self.connection() as connection:
             connection.execute("PRAGMA optimize")
-
-    def close(self) -> None:
-        self._closed = True
-        with self._lock:
-            connections, self._all = self._all, []
-        for connection in connections:
-            connection.close()

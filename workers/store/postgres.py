@@ -10,11 +10,9 @@
 from __future__ import annotations
 
 import contextlib
-import queue
-import threading
 from typing import TYPE_CHECKING, Any
 
-from workers.store.backend import IndexDatabaseError
+from workers.store.backend import ConnectionPool, IndexDatabaseError
 from workers.store.matching import POSTGRESQL, Dialect
 
 if TYPE_CHECKING:
@@ -31,7 +29,7 @@ def is_postgresql(database: str | None) -> bool:
     return bool(database) and str(database).startswith(SCHEMES)
 
 
-class PostgresBackend:
+class PostgresBackend(ConnectionPool["psycopg.Connection[Any]"]):
     """psycopg 3 connections to one PostgreSQL database (a small pool, autocommit)."""
 
     dialect: Dialect = POSTGRESQL
@@ -47,12 +45,9 @@ class PostgresBackend:
         self._psycopg = psycopg
         self.conninfo = conninfo
         self.timeout = timeout
-        self._idle: queue.SimpleQueue[psycopg.Connection[Any]] = queue.SimpleQueue()
-        self._all: list[psycopg.Connection[Any]] = []
-        self._lock = threading.Lock()
-        self._closed = False
+        super().__init__()
 
-    def _connect(self) -> psycopg.Connection[Any]:
+    def _open(self) -> psycopg.Connection[Any]:
         try:
             connection = self._psycopg.connect(
                 self.conninfo, autocommit=True, connect_timeout=max(2, int(self.timeout))
@@ -61,19 +56,12 @@ class PostgresBackend:
             connection.execute(f"SET lock_timeout = {int(self.timeout * 1000)}")
         except self._psycopg.Error as error:
             raise IndexDatabaseError(f"cannot open the PostgreSQL index: {error}") from error
-        with self._lock:
-            self._all.append(connection)
         return connection
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
         """A connection for this thread until the block ends; back to the pool unless broken."""
-        if self._closed:
-            raise IndexDatabaseError("the index is closed")
-        try:
-            connection = self._idle.get_nowait()
-        except queue.Empty:
-            connection = self._connect()
+        connection = self._checkout()
         try:
             yield connection
         finally:
@@ -106,10 +94,3 @@ class PostgresBackend:
         """Refresh the planner's statistics (ANALYZE)."""
         with self.connection() as connection:
             connection.execute("ANALYZE")
-
-    def close(self) -> None:
-        self._closed = True
-        with self._lock:
-            connections, self._all = self._all, []
-        for connection in connections:
-            connection.close()
