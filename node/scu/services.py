@@ -280,26 +280,16 @@ class AsyncAssociation(AssociationBase):
         msg_id: int | None = None,
     ) -> tuple[Dataset, Dataset | None]:
         """N-GET (PS3.7 10.1.2)."""
-        context = self._n_context(class_uid)
-        command = NGetRQ(
-            message_id=msg_id or self.next_message_id(),
-            requested_sop_class_uid=class_uid,
-            requested_sop_instance_uid=instance_uid,
-            attribute_identifier_list=tuple(int(tag) for tag in identifier_list) or None,
+        identifiers = tuple(int(tag) for tag in identifier_list) or None
+        return await self._n_requested(
+            NGetRQ, class_uid, instance_uid, msg_id, None, attribute_identifier_list=identifiers
         )
-        return await self._n_request(context, command, None)
 
     async def send_n_set(
         self, dataset: Dataset, class_uid: str, instance_uid: str, msg_id: int | None = None
     ) -> tuple[Dataset, Dataset | None]:
         """N-SET (PS3.7 10.1.3)."""
-        context = self._n_context(class_uid)
-        command = NSetRQ(
-            message_id=msg_id or self.next_message_id(),
-            requested_sop_class_uid=class_uid,
-            requested_sop_instance_uid=instance_uid,
-        )
-        return await self._n_request(context, command, dataset)
+        return await self._n_requested(NSetRQ, class_uid, instance_uid, msg_id, dataset)
 
     async def send_n_action(
         self,
@@ -310,15 +300,15 @@ class AsyncAssociation(AssociationBase):
         msg_id: int | None = None,
     ) -> tuple[Dataset, Dataset | None]:
         """N-ACTION (PS3.7 10.1.4)."""
-        context = self._n_context(class_uid)
-        command = NActionRQ(
-            message_id=msg_id or self.next_message_id(),
-            requested_sop_class_uid=class_uid,
-            requested_sop_instance_uid=instance_uid,
+        return await self._n_requested(
+            NActionRQ,
+            class_uid,
+            instance_uid,
+            msg_id,
+            dataset,
             action_type_id=action_type,
             has_dataset=dataset is not None,
         )
-        return await self._n_request(context, command, dataset)
 
     async def send_n_create(
         self,
@@ -341,18 +331,30 @@ class AsyncAssociation(AssociationBase):
         self, class_uid: str, instance_uid: str, msg_id: int | None = None
     ) -> tuple[Dataset, Dataset | None]:
         """N-DELETE (PS3.7 10.1.6)."""
-        context = self._n_context(class_uid)
-        command = NDeleteRQ(
-            message_id=msg_id or self.next_message_id(),
-            requested_sop_class_uid=class_uid,
-            requested_sop_instance_uid=instance_uid,
-        )
-        return await self._n_request(context, command, None)
+        return await self._n_requested(NDeleteRQ, class_uid, instance_uid, msg_id, None)
 
     # --- shared -----------------------------------------------------------------------------
 
     def _n_context(self, class_uid: str) -> NegotiatedContext:
         return self.find_context(class_uid)
+
+    async def _n_requested(
+        self,
+        command_class: type[NGetRQ | NSetRQ | NActionRQ | NDeleteRQ],
+        class_uid: str,
+        instance_uid: str,
+        msg_id: int | None,
+        dataset: Dataset | None,
+        **fields: Any,
+    ) -> tuple[Dataset, Dataset | None]:
+        """An N-GET/N-SET/N-ACTION/N-DELETE naming its Requested SOP Class and Instance."""
+        command = command_class(
+            message_id=msg_id or self.next_message_id(),
+            requested_sop_class_uid=class_uid,
+            requested_sop_instance_uid=instance_uid,
+            **fields,
+        )
+        return await self._n_request(self._n_context(class_uid), command, dataset)
 
     async def _single(
         self, context: NegotiatedContext, command: DimseMessage, data: bytes | None

@@ -247,6 +247,25 @@ def call_handler(
     return None
 
 
+def call_service_handler(
+    request: ServiceRequest,
+    channel: Channel,
+    event_type: EventType,
+    callback: Callback | None,
+    handlers: Handlers,
+) -> Any:
+    """call_handler for C-STORE/C-FIND/C-GET/C-MOVE: the seed-style callback takes the
+    decoded data set, the presentation context and the association info."""
+    return call_handler(
+        request,
+        channel,
+        event_type,
+        callback,
+        lambda: (decoded_dataset(request), context_of(request), info_of(request)),
+        handlers,
+    )
+
+
 def is_pending(status: int) -> bool:
     return classify(status) is StatusCategory.PENDING
 

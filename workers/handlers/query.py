@@ -16,12 +16,9 @@ from workers.handlers.common import (
     Handlers,
     InvalidStatusError,
     StatusResult,
-    call_handler,
-    context_of,
-    decoded_dataset,
+    call_service_handler,
     describe_exception,
     failure,
-    info_of,
     is_pending,
     log,
     parse_status,
@@ -54,13 +51,8 @@ def handle_c_find(request: ServiceRequest, channel: Channel, handlers: Handlers)
 
 def _stream_matches(request: ServiceRequest, channel: Channel, handlers: Handlers) -> StatusResult:
     try:
-        results: Any = call_handler(
-            request,
-            channel,
-            evt.EVT_C_FIND,
-            handlers.on_c_find,
-            lambda: (decoded_dataset(request), context_of(request), info_of(request)),
-            handlers,
+        results: Any = call_service_handler(
+            request, channel, evt.EVT_C_FIND, handlers.on_c_find, handlers
         )
     except Exception as error:  # noqa: BLE001 - a user callback may raise anything
         log.exception("C-FIND handler raised")

@@ -34,6 +34,7 @@ from workers.handlers.common import (
     InvalidStatusError,
     StatusResult,
     call_handler,
+    call_service_handler,
     context_of,
     decoded_dataset,
     describe_exception,
@@ -317,13 +318,8 @@ def _meta(transfer_syntax: str) -> FileMetaDataset:
 def handle_c_get(request: ServiceRequest, channel: Channel, handlers: Handlers) -> None:
     """C-GET SCP: sub-operations go back on the requesting association (PS3.4 C.4.3)."""
     try:
-        results: Any = call_handler(
-            request,
-            channel,
-            evt.EVT_C_GET,
-            handlers.on_c_get,
-            lambda: (decoded_dataset(request), context_of(request), info_of(request)),
-            handlers,
+        results: Any = call_service_handler(
+            request, channel, evt.EVT_C_GET, handlers.on_c_get, handlers
         )
     except Exception as error:  # noqa: BLE001 - a user callback may raise anything
         log.exception("C-GET handler raised")
