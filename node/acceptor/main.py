@@ -37,6 +37,23 @@ DEFAULT_MAXIMUM_DATASET_SIZE = 4 << 30
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
+def server_ae_from(args: argparse.Namespace, *, worklist: bool = False) -> AE:
+    """build_server_ae with the options `serve` and `acceptor` share (title, address,
+    limits, timeouts)."""
+    ae = build_server_ae(
+        args.ae_title,
+        args.port,
+        args.bind,
+        maximum_associations=args.max_associations,
+        maximum_pdu=args.max_pdu,
+        worklist=worklist,
+    )
+    ae.acse_timeout = args.acse_timeout
+    ae.network_timeout = args.network_timeout
+    ae.dimse_timeout = args.dimse_timeout
+    return ae
+
+
 def build_server_ae(
     ae_title: str,
     port: int,
@@ -290,14 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         extra = [] if args.reuse_port else ["--reuse-port"]
         return supervise_copies("node.acceptor", arguments, args.processes, extra=extra)
-    ae = build_server_ae(
-        args.ae_title,
-        args.port,
-        args.bind,
-        maximum_associations=args.max_associations,
-        maximum_pdu=args.max_pdu,
-        worklist=args.worklist,
-    )
+    ae = server_ae_from(args, worklist=args.worklist)
     from broker.curve import client_keys_from_args
 
     try:
@@ -308,9 +318,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dicomnode acceptor: {error}", file=sys.stderr)
         return 2
     ae.local_echo = True if args.local_echo else None
-    ae.dimse_timeout = args.dimse_timeout
-    ae.acse_timeout = args.acse_timeout
-    ae.network_timeout = args.network_timeout
     install_drain(ae, args.drain_timeout)
     ae.start(
         block=True,

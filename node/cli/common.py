@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from node.logs import add_logging_options
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Iterable, Iterator, Sequence
 
 
 EXIT_FAILURE = 1
@@ -137,13 +138,29 @@ def query_identifier(keys: Sequence[str]) -> Any:
     return dataset
 
 
-def scu_ae(args: argparse.Namespace) -> Any:
+def scu_ae(args: argparse.Namespace, contexts: Iterable[str] = ()) -> Any:
+    """The AE of an SCU command (titles and timeouts from `args`) proposing `contexts`."""
     from node.ae import AE
 
     ae = AE(ae_title=args.aet)
     ae.acse_timeout = args.acse_timeout
     ae.dimse_timeout = args.dimse_timeout
+    for uid in contexts:
+        ae.add_requested_context(uid)
     return ae
+
+
+@contextlib.contextmanager
+def scu_session(ae: Any, args: argparse.Namespace, **kwargs: Any) -> Iterator[Any]:
+    """An association of `ae` with the peer of `args`, released when the block ends (if it
+    still stands); the AE is stopped whatever happens."""
+    try:
+        association = associate(ae, args, **kwargs)
+        yield association
+        if association.is_established:
+            association.release()
+    finally:
+        ae.stop()
 
 
 def tls_arguments(args: argparse.Namespace) -> Any:

@@ -8,36 +8,23 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import argparse
 
-from node.cli.common import (
-    EXIT_FAILURE,
-    associate,
-    print_table,
-    query_identifier,
-    scu_ae,
-)
+from node.cli.common import EXIT_FAILURE, print_table, query_identifier, scu_ae, scu_session
 
 
 def command_find(args: argparse.Namespace) -> int:
     from node.presets import QUERY_RETRIEVE_SOP_CLASSES
 
     identifier = query_identifier(args.key)
-    ae = scu_ae(args)
-    for uid in QUERY_RETRIEVE_SOP_CLASSES:
-        ae.add_requested_context(uid)
     rows: list[dict[str, str]] = []
     final = None
     final_status: Any = None
-    try:
-        association = associate(ae, args)
+    with scu_session(scu_ae(args, QUERY_RETRIEVE_SOP_CLASSES), args) as association:
         for status, result in association.send_c_find(identifier, query_model=args.model):
             code = int(status.Status) if "Status" in status else None
             if code in (0xFF00, 0xFF01) and result is not None:
                 rows.append({e.keyword or str(e.tag): str(e.value) for e in result})
             else:
                 final, final_status = code, status
-        association.release()
-    finally:
-        ae.stop()
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

@@ -7,12 +7,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import argparse
 
-from node.cli.common import (
-    associate,
-    query_identifier,
-    retrieve_summary,
-    scu_ae,
-)
+from node.cli.common import query_identifier, retrieve_summary, scu_ae, scu_session
 
 
 def command_get(args: argparse.Namespace) -> int:
@@ -22,22 +17,14 @@ def command_get(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     identifier = query_identifier(args.key)
-    ae = scu_ae(args)
-    for uid in QUERY_RETRIEVE_SOP_CLASSES[:6]:
-        ae.add_requested_context(uid)
     storage = [c.abstract_syntax for c in StoragePresentationContexts[: 128 - 6]]
-    for uid in storage:
-        ae.add_requested_context(uid)
+    ae = scu_ae(args, [*QUERY_RETRIEVE_SOP_CLASSES[:6], *storage])
     roles = [build_role(uid, scp_role=True) for uid in storage]
     ae.file_store = _FlatStore(out)
     final = None
-    try:
-        association = associate(ae, args, ext_neg=roles)
+    with scu_session(ae, args, ext_neg=roles) as association:
         for status, _identifier_reply in association.send_c_get(identifier, query_model=args.model):
             final = status
-        association.release()
-    finally:
-        ae.stop()
     return retrieve_summary("C-GET", final)
 
 

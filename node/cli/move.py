@@ -6,29 +6,17 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import argparse
 
-from node.cli.common import (
-    associate,
-    query_identifier,
-    retrieve_summary,
-    scu_ae,
-)
+from node.cli.common import query_identifier, retrieve_summary, scu_ae, scu_session
 
 
 def command_move(args: argparse.Namespace) -> int:
     from node.presets import QUERY_RETRIEVE_SOP_CLASSES
 
     identifier = query_identifier(args.key)
-    ae = scu_ae(args)
-    for uid in QUERY_RETRIEVE_SOP_CLASSES:
-        ae.add_requested_context(uid)
     final = None
-    try:
-        association = associate(ae, args)
+    with scu_session(scu_ae(args, QUERY_RETRIEVE_SOP_CLASSES), args) as association:
         for status, _reply in association.send_c_move(
             identifier, args.dest, query_model=args.model
         ):
             final = status
-        association.release()
-    finally:
-        ae.stop()
     return retrieve_summary("C-MOVE", final)

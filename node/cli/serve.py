@@ -13,6 +13,14 @@ if TYPE_CHECKING:
 
 from node.cli.common import CommandError
 
+#: `serve` options that ClusterConfig takes under the same name.
+_SAME_NAMES = (
+    *("ae_title", "port", "bind", "data_dir", "workers", "acceptors", "threads"),
+    *("max_associations", "max_pdu", "verbose", "log_format", "runtime_dir"),
+    *("acse_timeout", "network_timeout", "dimse_timeout", "metrics_port", "drain_timeout"),
+    *("require_called_aet", "index", "store", "study_stable_seconds"),
+)
+
 
 def command_serve(args: argparse.Namespace) -> int:
     if args.workers < 0 or args.acceptors < 1:
@@ -46,33 +54,14 @@ def _serve_cluster(args: argparse.Namespace) -> int:
 
     # checked once here: the acceptors would each fail on a bad option
     apply_access_options(AE(args.ae_title), args)
+    same = {name: getattr(args, name) for name in _SAME_NAMES}
     cluster = Cluster(
         ClusterConfig(
-            ae_title=args.ae_title,
-            port=args.port,
-            bind=args.bind,
-            data_dir=args.data_dir,
-            workers=args.workers,
-            acceptors=args.acceptors,
-            threads=args.threads,
-            max_associations=args.max_associations,
-            max_pdu=args.max_pdu,
+            **same,
             known_aes=list(args.known_ae),
             fsync=not args.no_fsync,
-            verbose=args.verbose,
-            log_format=args.log_format,
             handlers_module=args.handlers,
-            runtime_dir=args.runtime_dir,
-            acse_timeout=args.acse_timeout,
-            network_timeout=args.network_timeout,
-            dimse_timeout=args.dimse_timeout,
-            metrics_port=args.metrics_port,
-            drain_timeout=args.drain_timeout,
-            require_called_aet=args.require_called_aet,
             require_calling_aet=list(args.require_calling_aet),
-            index=args.index,
-            store=args.store,
-            study_stable_seconds=args.study_stable_seconds,
             acceptor_arguments=forwarded_access_arguments(args)
             + (["--worklist"] if serves_worklist(args.handlers) else []),
         )
@@ -82,22 +71,13 @@ def _serve_cluster(args: argparse.Namespace) -> int:
 
 def _serve_in_process(args: argparse.Namespace, ssl_context: Any) -> int:
     """The AE with its handlers on a thread pool of this process (--workers 0)."""
-    from node.acceptor.main import apply_access_options, build_server_ae, install_drain
+    from node.acceptor.main import apply_access_options, install_drain, server_ae_from
     from workers.store.index import Index
     from workers.store.objects import open_store
 
-    ae = build_server_ae(
-        args.ae_title,
-        args.port,
-        args.bind,
-        maximum_associations=args.max_associations,
-        maximum_pdu=args.max_pdu,
-    )
+    ae = server_ae_from(args)
     ae.known_aes = dict(args.known_ae)
     apply_access_options(ae, args)
-    ae.acse_timeout = args.acse_timeout
-    ae.network_timeout = args.network_timeout
-    ae.dimse_timeout = args.dimse_timeout
     index = Index.open(args.data_dir, synchronous="NORMAL", database=args.index)
     ae.file_store = open_store(args.data_dir, args.store, fsync=not args.no_fsync, index=index)
     monitor = None

@@ -11,8 +11,8 @@ from node.cli.common import (
     EXIT_FAILURE,
     CommandError,
     Progress,
-    associate,
     scu_ae,
+    scu_session,
     walk_files,
 )
 
@@ -43,8 +43,7 @@ def command_store(args: argparse.Namespace) -> int:
         ordered = sorted(found) + [ts for ts in UNCOMPRESSED if ts not in found]
         ae.add_requested_context(sop_class, ordered)
     failures = 0
-    try:
-        association = associate(ae, args)
+    with scu_session(ae, args) as association:
         progress = Progress(len(objects))
         for path, part10 in objects:
             try:
@@ -63,10 +62,6 @@ def command_store(args: argparse.Namespace) -> int:
                     break
             progress.step()
         elapsed = progress.close()
-        if association.is_established:
-            association.release()
-    finally:
-        ae.stop()
     sent = len(objects)
     print(
         f"{sent - failures} of {sent} objects stored in {elapsed:.2f} s "
