@@ -22,12 +22,12 @@ from workers.handlers.common import (
     StatusResult,
     call_handler,
     context_of,
-    decoded_dataset,
     describe_exception,
     failure,
     info_of,
     log,
     parse_status,
+    seed_arguments,
 )
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ def handle_n_service(request: ServiceRequest, channel: Channel, handlers: Handle
                 command.attribute_identifier_list if isinstance(command, NGetRQ) else None
             ) or ()
             return (list(identifiers), context_of(request), info_of(request))
-        return (decoded_dataset(request), context_of(request), info_of(request))
+        return seed_arguments(request)
 
     dataset_bytes: bytes | None = None
     try:

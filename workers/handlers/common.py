@@ -20,6 +20,8 @@ from node.dimse.messages import CFindRQ, CGetRQ, CMoveRQ, CStoreRQ
 from node.dimse.status import StatusCategory, classify
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from node.dispatch import Channel, ServiceRequest
     from node.evt import EventType
 
@@ -247,6 +249,12 @@ def call_handler(
     return None
 
 
+def seed_arguments(request: ServiceRequest) -> tuple[Any, ...]:
+    """What a seed-style DIMSE-C callback is called with: the decoded data set, the
+    presentation context and the association info."""
+    return decoded_dataset(request), context_of(request), info_of(request)
+
+
 def call_service_handler(
     request: ServiceRequest,
     channel: Channel,
@@ -261,9 +269,36 @@ def call_service_handler(
         channel,
         event_type,
         callback,
-        lambda: (decoded_dataset(request), context_of(request), info_of(request)),
+        lambda: seed_arguments(request),
         handlers,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Yielded:
+    """One (status, payload) a user's generator yielded (C-FIND, C-GET, C-MOVE)."""
+
+    status: StatusResult
+    payload: Any
+
+
+def next_yield(
+    iterator: Iterator[Any], on_error: int, service: str
+) -> Yielded | StatusResult | None:
+    """The next (status, payload) of a user's generator: None once it is exhausted; a
+    failure with status `on_error` when it raises or yields something else."""
+    try:
+        item = next(iterator)
+    except StopIteration:
+        return None
+    except Exception as error:
+        log.exception("%s handler raised", service)
+        return failure(on_error, describe_exception(error))
+    try:
+        status_value, payload = item
+        return Yielded(parse_status(status_value), payload)
+    except (InvalidStatusError, TypeError, ValueError) as error:
+        return failure(on_error, f"invalid {service} yield: {error}")
 
 
 def is_pending(status: int) -> bool:

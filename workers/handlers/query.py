@@ -14,14 +14,13 @@ from node.dicomio import encode_dataset
 from node.dimse.commands import CFindRSP
 from workers.handlers.common import (
     Handlers,
-    InvalidStatusError,
     StatusResult,
     call_service_handler,
     describe_exception,
     failure,
     is_pending,
     log,
-    parse_status,
+    next_yield,
 )
 
 if TYPE_CHECKING:
@@ -66,18 +65,12 @@ def _stream_matches(request: ServiceRequest, channel: Channel, handlers: Handler
     while True:
         if channel.is_cancelled():
             return StatusResult(CANCEL)
-        try:
-            item = next(iterator)
-        except StopIteration:
+        step = next_yield(iterator, FIND_UNABLE_TO_PROCESS, "C-FIND")
+        if step is None:
             return StatusResult(0x0000)
-        except Exception as error:  # noqa: BLE001 - a user generator may raise anything
-            log.exception("C-FIND handler raised")
-            return failure(FIND_UNABLE_TO_PROCESS, describe_exception(error))
-        try:
-            status_value, identifier = item
-            status = parse_status(status_value)
-        except (InvalidStatusError, TypeError, ValueError) as error:
-            return failure(FIND_UNABLE_TO_PROCESS, f"invalid C-FIND yield: {error}")
+        if isinstance(step, StatusResult):
+            return step
+        status, identifier = step.status, step.payload
         if not is_pending(status.status):
             return status
         if not isinstance(identifier, Dataset):

@@ -31,7 +31,6 @@ from node.dimse.messages import CMoveRQ
 from node.dimse.status import QueryRetrieveStatus, Status, StatusCategory, classify
 from workers.handlers.common import (
     Handlers,
-    InvalidStatusError,
     StatusResult,
     call_handler,
     call_service_handler,
@@ -41,7 +40,7 @@ from workers.handlers.common import (
     failure,
     info_of,
     log,
-    parse_status,
+    next_yield,
 )
 
 if TYPE_CHECKING:
@@ -226,18 +225,10 @@ def _hand_over(
     while True:
         if channel.is_cancelled():
             return StatusResult(Status.CANCEL)
-        try:
-            item = next(iterator)
-        except StopIteration:
-            return None
-        except Exception as error:  # noqa: BLE001 - a user generator may raise anything
-            log.exception("retrieve handler raised")
-            return failure(on_error, describe_exception(error))
-        try:
-            status_value, dataset = item
-            status = parse_status(status_value)
-        except (InvalidStatusError, TypeError, ValueError) as error:
-            return failure(on_error, f"invalid yield: {error}")
+        step = next_yield(iterator, on_error, "retrieve")
+        if step is None or isinstance(step, StatusResult):
+            return step
+        status, dataset = step.status, step.payload
         if classify(status.status) is not StatusCategory.PENDING:
             return status
         if isinstance(dataset, Unavailable):

@@ -22,12 +22,10 @@ from workers.handlers.basic import (
 from workers.handlers.common import (
     Handlers,
     StatusResult,
-    context_of,
-    decoded_dataset,
     describe_exception,
     failure,
-    info_of,
     log,
+    seed_arguments,
 )
 from workers.store.files import InvalidUIDError
 from workers.store.index import IndexDatabaseError, index_of
@@ -52,7 +50,7 @@ def handle_c_store(request: ServiceRequest, channel: Channel, handlers: Handlers
             channel,
             evt.EVT_C_STORE,
             handlers.on_c_store,
-            lambda: (decoded_dataset(request), context_of(request), info_of(request)),
+            lambda: seed_arguments(request),
             handlers,
             default=failure(STORE_NO_HANDLER, "no C-STORE handler is configured"),
             on_error=STORE_CANNOT_UNDERSTAND,
