@@ -6,6 +6,7 @@
 # then workers, then the broker, and exits 0.
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
@@ -15,6 +16,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from node import evt
+from node.observability import WORKER_RESTARTS, HealthEndpoint
 
 log = logging.getLogger("dicomnode.serve")
 
@@ -68,10 +72,6 @@ def _custom_echo(module_name: str | None) -> bool:
     """Whether the workers' handlers module answers C-ECHO itself."""
     if not module_name:
         return False
-    import importlib
-
-    from node import evt
-
     try:
         module = importlib.import_module(module_name)
     except ImportError:
@@ -199,8 +199,6 @@ class Cluster:
         health = None
         if self.config.metrics_port:
             # the supervisor's own endpoint, after the roles' ports: role restarts
-            from node.observability import HealthEndpoint
-
             health = HealthEndpoint(
                 self.config.metrics_port + self.config.acceptors + self.config.workers + 1
             )
@@ -209,8 +207,6 @@ class Cluster:
                 process = role.process
                 if process is not None and process.poll() is not None and not self._stopping:
                     role.restarts += 1
-                    from node.observability import WORKER_RESTARTS
-
                     WORKER_RESTARTS.labels(role.name.split("-")[0]).inc()
                     log.warning(
                         "%s exited with %s: restarting (restart %d)",
@@ -241,8 +237,6 @@ def importable_name(function: Any, what: str) -> str:
     elif module == "__main__":
         problem = "it is defined in the __main__ script, which workers cannot import"
     else:
-        import importlib
-
         try:
             value: Any = importlib.import_module(module)
             for part in qualname.split("."):

@@ -12,7 +12,17 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
+from broker.curve import add_client_options, client_keys_from_args
+from node import evt
+from node.config import parse_with_config
+from node.logs import add_logging_options, configure_logging
+from node.observability import WORKER_REQUESTS, HealthEndpoint
+from node.processes import supervise_copies
 from workers.handlers.common import SERVICE_CALLBACKS, Handlers
+from workers.runtime import Worker, WorkerConfig
+from workers.store.index import Index
+from workers.store.objects import open_store
+from workers.store.stable import start_monitor
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -83,11 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve /metrics, /healthz and /readyz on this port",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0)
-    from node.logs import add_logging_options
-
     add_logging_options(parser)
-    from broker.curve import add_client_options
-
     add_client_options(parser)
     return parser
 
@@ -100,9 +106,6 @@ def load_handlers(args: argparse.Namespace) -> Handlers:
         maximum_pdu_size=args.max_pdu,
     )
     if args.data_dir:
-        from workers.store.index import Index
-        from workers.store.objects import open_store
-
         handlers.index = Index.open(args.data_dir, synchronous="NORMAL", database=args.index)
         handlers.file_store = open_store(
             args.data_dir, args.store, fsync=not args.no_fsync, index=None
@@ -123,8 +126,6 @@ def load_handlers(args: argparse.Namespace) -> Handlers:
             raise ImportError(f"--callback {spec!r}: {name!r} is not a service callback")
         setattr(handlers, name, resolve(target))
     for spec in args.event:
-        from node import evt
-
         name, _, target = spec.partition("=")
         event = getattr(evt, name, None)
         if not isinstance(event, evt.EventType):
@@ -146,19 +147,10 @@ def resolve(target: str) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    from node.config import parse_with_config
-
     args = parse_with_config(build_parser(), args_list)
-    from node.logs import configure_logging
-
     configure_logging(args.verbose, args.log_format)
     if args.processes > 1:
-        from node.processes import supervise_copies
-
         return supervise_copies("workers", args_list, args.processes)
-    from broker.curve import client_keys_from_args
-    from workers.runtime import Worker, WorkerConfig
-
     try:
         curve = client_keys_from_args(args)
     except ValueError as error:
@@ -173,8 +165,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.study_stable_seconds and handlers.index is None:
         log.warning("--study-stable-seconds needs --data-dir (the index): no study-stable events")
     elif args.study_stable_seconds:
-        from workers.store.stable import start_monitor
-
         monitor = start_monitor(handlers.index, args.study_stable_seconds, handlers.on_study_stable)
     worker = Worker(
         WorkerConfig(
@@ -189,8 +179,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
     health = None
     if args.metrics_port is not None:
-        from node.observability import WORKER_REQUESTS, HealthEndpoint
-
         health = HealthEndpoint(args.metrics_port, worker.readiness)
         worker.count_requests = WORKER_REQUESTS.inc
     try:

@@ -35,7 +35,7 @@ IMPLEMENTATION_CLASS_UID = "2.25.283479113923592446473716104451470361611"
 MOVE_DESTINATION_FAILED = 0xA801
 
 
-def _loop() -> LoopThread:
+def scu_loop() -> LoopThread:
     global _runner
     with _runner_lock:
         if _runner is None:
@@ -67,7 +67,7 @@ class MoveDestination:
         traceback: TracebackType | None,
     ) -> None:
         if self.association is not None and self.association.is_established:
-            _loop().run(self.association.release(), 60)
+            scu_loop().run(self.association.release(), 60)
 
     def _open(self, first: Dataset | Part10) -> AsyncAssociation | None:
         syntax: str | None
@@ -86,7 +86,7 @@ class MoveDestination:
             maximum_pdu_length=self.handlers.maximum_pdu_size,
             implementation_class_uid=IMPLEMENTATION_CLASS_UID,
         )
-        association = _loop().run(
+        association = scu_loop().run(
             open_association(self.host, self.port, rq, ClientSettings(), cls=AsyncAssociation), 120
         )
         if not association.is_established:
@@ -113,7 +113,7 @@ class MoveDestination:
                 return QueryRetrieveStatus.OUT_OF_RESOURCES_SUBOPERATIONS, sop_instance
         association = self.association
         try:
-            status = _loop().run(
+            status = scu_loop().run(
                 association.send_c_store(
                     dataset,
                     originator_aet=self.request.association.calling_ae_title,

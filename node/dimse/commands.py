@@ -50,6 +50,7 @@ from node.dimse.messages import (
     is_request,
     message_name,
 )
+from node.dimse.status import Status
 from node.ul.errors import LocalProtocolError
 
 __all__ = [
@@ -338,4 +339,4 @@ def _error(
 
 
 def _broken(values: dict[str, Any], message: str) -> CommandSetError:
-    return _error(values, message, 0x0110)
+    return _error(values, message, Status.PROCESSING_FAILURE)

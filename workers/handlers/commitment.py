@@ -21,16 +21,21 @@ from typing import TYPE_CHECKING, Final
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from node.acse.requestor import build_associate_rq
 from node.dicomio import encode_dataset
 from node.dimse.commands import NActionRSP, NEventReportRQ
 from node.dimse.messages import NActionRQ, Response
 from node.dimse.status import Status
+from node.presets import build_context
+from node.scu.association import ClientSettings, open_association
+from node.scu.services import AsyncAssociation
 from workers.handlers.common import StatusResult, decoded_dataset, describe_exception, failure
+from workers.move import IMPLEMENTATION_CLASS_UID, scu_loop
+from workers.store.files import InvalidUIDError, checked_uid
 from workers.store.index import index_of
 
 if TYPE_CHECKING:
     from node.dispatch import Channel, ServiceRequest
-    from node.scu.services import AsyncAssociation
     from workers.handlers.common import Handlers
     from workers.store.index import Index
 
@@ -126,8 +131,6 @@ def _text(dataset: Dataset, tag: int) -> str:
 
 def parse_action(action: Dataset) -> tuple[str, list[Reference]]:
     """Transaction UID and references of a Storage Commitment Request (PS3.4 Table J.3-1)."""
-    from workers.store.files import InvalidUIDError, checked_uid
-
     try:
         transaction = checked_uid(_text(action, TRANSACTION_UID), "Transaction UID")
     except InvalidUIDError as error:
@@ -262,12 +265,6 @@ def _send_once(
     event_type: int,
     information: Dataset,
 ) -> int:
-    from node.acse.requestor import build_associate_rq
-    from node.presets import build_context
-    from node.scu.association import ClientSettings, open_association
-    from node.scu.services import AsyncAssociation
-    from workers.move import IMPLEMENTATION_CLASS_UID, _loop
-
     request = build_associate_rq(
         calling_ae_title=handlers.local_ae_title,
         called_ae_title=ae_title,
@@ -294,7 +291,7 @@ def _send_once(
             if association.is_established:
                 await association.release()
 
-    return _loop().run(send(), DELIVERY_TIMEOUT * 2)
+    return scu_loop().run(send(), DELIVERY_TIMEOUT * 2)
 
 
 async def _report(association: AsyncAssociation, event_type: int, information: Dataset) -> int:
