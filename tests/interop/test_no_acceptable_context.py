@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from node.ul.pdu import AssociateAC, decode_pdu
-from tests.synthetic import VERIFICATION, make_datasets, run_tool, write_datasets
+from tests.synthetic import VERIFICATION, make_datasets, run_tool, wait_until, write_datasets
 
 pytestmark = pytest.mark.interop
 
@@ -26,6 +26,8 @@ def test_storescu_with_no_acceptable_context(make_ae, tmp_path):
     assert "No Acceptable Presentation Contexts" in result.output or (
         "No presentation context" in result.output
     )
+    # the hook runs on the AE's loop thread just after the AC is sent: storescu may be gone first
+    wait_until(lambda: seen, "the association-accepted hook")
     assert len(seen) == 1
     acceptance = seen[0]
     assert isinstance(acceptance.pdu, AssociateAC)  # an AC, not an RJ ...
