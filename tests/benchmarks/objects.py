@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -180,8 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "process of `serve`), for the object store plus SeaweedFS's CPU per object and the "
         "ratio to the file store with the same workers. File store: fsync + rename + SQLite "
         "commit before success; object store: PUT acknowledged + SQLite commit before success "
-        f"(SeaweedFS {os.path.basename(binary)} on 127.0.0.1, same two cores, its own fsync "
-        "policy: none by default)."
+        "(SeaweedFS `weed server -s3` with its default settings on 127.0.0.1, sharing the two "
+        "cores with dicomnode and the client)."
     )
     section = report(results, runs, work_loads, note)
     write(section)
