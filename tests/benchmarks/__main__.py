@@ -12,6 +12,7 @@ BENCHMARKS: Final = {
     "codec": "tests.benchmarks.codec",
     "index_find": "tests.benchmarks.index_find",
     "objects": "tests.benchmarks.objects",
+    "roles": "tests.benchmarks.roles",
     "scaleout": "tests.benchmarks.scaleout",
     "suite": "tests.benchmarks.suite",
 }
