@@ -77,3 +77,17 @@ def tree(root: int, processes: dict[int, ProcessCpu]) -> list[ProcessCpu]:
 def tree_cpu_seconds(root: int, proc: Path = PROC) -> float:
     """CPU seconds (user + system) used so far by `root`'s whole tree, as the module says."""
     return sum(process.own + process.reaped for process in tree(root, scan(proc)))
+
+
+def children(parent: int, proc: Path = PROC) -> list[int]:
+    """The PIDs whose parent is `parent` (direct children only)."""
+    found = []
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent:
+                found.append(int(entry.name))
+    return found

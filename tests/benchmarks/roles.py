@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tests.benchmarks.proctree import children
 from tests.benchmarks.suite import (
     Server,
     empty_trash,
@@ -53,15 +54,7 @@ def role_of(pid: int) -> str:
 
 def usage_by_role(root: int) -> dict[str, Usage]:
     """utime and stime (all threads) of `root` and its children, summed per role."""
-    pids = [root]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == root:
-                pids.append(int(entry.name))
+    pids = [root, *children(root)]
     result: dict[str, Usage] = {}
     for pid in pids:
         try:

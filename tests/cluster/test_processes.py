@@ -7,26 +7,17 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.benchmarks.proctree import children
 from tests.synthetic import PATIENCE, free_port, run_tool
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
 pytestmark = [pytest.mark.cluster, pytest.mark.interop]
-
-
-def _children(parent: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == parent:
-                found.append(int(entry.name))
-    return found
 
 
 def _until(condition, limit: float, what: str) -> None:
@@ -66,8 +57,8 @@ def test_two_acceptor_and_two_worker_processes_from_one_command(tmp_path: Path):
         for command in commands
     ]
     try:
-        _until(lambda: len(_children(processes[2].pid)) == 2, 30, "two acceptor processes")
-        _until(lambda: len(_children(processes[1].pid)) == 2, 30, "two worker processes")
+        _until(lambda: len(children(processes[2].pid)) == 2, 30, "two acceptor processes")
+        _until(lambda: len(children(processes[1].pid)) == 2, 30, "two worker processes")
         _until(lambda: run_tool(["echoscu", "127.0.0.1", port]).returncode == 0, 30, "C-ECHO")
         results = [run_tool(["echoscu", "127.0.0.1", port]) for _ in range(8)]
         assert all(result.returncode == 0 for result in results)

@@ -191,25 +191,7 @@ def move_through_the_load_balancer(cluster: Cluster, stored: list[Path]) -> None
         if set(taken_by.values()) == set(ACCEPTORS):
             break
         before = {host: dimse_requests(cluster, host, command="CMove") for host in ACCEPTORS}
-        move = cluster.net.run(
-            "client",
-            [
-                "movescu",
-                "-P",
-                "-aec",
-                "DICOMNODE",
-                "-aem",
-                DESTINATION_AE,
-                "-k",
-                "QueryRetrieveLevel=PATIENT",
-                "-k",
-                f"PatientID=PID{patient:03d}",
-                cluster.net.address("lb"),
-                DICOM_PORT,
-            ],
-            timeout=PATIENCE,
-        )
-        assert move.returncode == 0, move.stdout + move.stderr
+        move_patient(cluster, patient)
         wanted = {path.stem for path in stored if f".77.{patient}.1." in path.stem}
         assert len(wanted) == SERIES * INSTANCES
         wait_until(
@@ -312,3 +294,26 @@ def test_multihost_cluster(
     first = 2 * MEASURED_PATIENTS + 1
     acceptor_host_dies(cluster, tmp_path, expected, first)
     worker_host_cut_off(cluster, tmp_path, expected, first + FAILURE_PATIENTS)
+
+
+def move_patient(cluster: Cluster, patient: int) -> None:
+    """C-MOVE one patient's studies through the load balancer to the destination AE."""
+    result = cluster.net.run(
+        "client",
+        [
+            "movescu",
+            "-P",
+            "-aec",
+            "DICOMNODE",
+            "-aem",
+            DESTINATION_AE,
+            "-k",
+            "QueryRetrieveLevel=PATIENT",
+            "-k",
+            f"PatientID=PID{patient:03d}",
+            cluster.net.address("lb"),
+            DICOM_PORT,
+        ],
+        timeout=PATIENCE,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

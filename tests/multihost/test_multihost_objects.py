@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING
 import pytest
 
 from node.dicomio import read_part10
-from tests.multihost.cluster import DESTINATION_AE, DICOM_PORT, ClientRun, Cluster
+from tests.multihost.cluster import DICOM_PORT, ClientRun, Cluster
 from tests.multihost.storage import shared_storage
 from tests.multihost.test_multihost import (
     ACCEPTORS,
     WORKERS,
     broker_gauge,
     dimse_requests,
+    move_patient,
     report,
     stems,
     worker_requests,
@@ -144,28 +145,6 @@ def get_patient(cluster: Cluster, patient: int, folder: Path) -> dict[str, bytes
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return retrieved(folder)
-
-
-def move_patient(cluster: Cluster, patient: int) -> None:
-    result = cluster.net.run(
-        "client",
-        [
-            "movescu",
-            "-P",
-            "-aec",
-            "DICOMNODE",
-            "-aem",
-            DESTINATION_AE,
-            "-k",
-            "QueryRetrieveLevel=PATIENT",
-            "-k",
-            f"PatientID=PID{patient:03d}",
-            cluster.net.address("lb"),
-            DICOM_PORT,
-        ],
-        timeout=PATIENCE,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def patient_files(files: list[Path], patient: int) -> list[Path]:

