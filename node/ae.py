@@ -110,6 +110,10 @@ class ApplicationEntity(ValidatedSettings):
         #: True: the acceptor answers C-ECHO itself; False: always the handlers; None (default):
         #: itself when no echo callback is set and handlers run in this process.
         self.local_echo: bool | None = None
+        #: With a broker: a directory on the workers' file system (their data directory's
+        #: spool/) where C-STORE data sets are handed to them as files instead of through the
+        #: sockets (node.part10); None: always by socket. start(workers=N) sets it itself.
+        self.handoff_directory: str | None = None
         self._cluster: Any = None
         self._health: Any = None
         self._draining = False
@@ -340,7 +344,7 @@ class ApplicationEntity(ValidatedSettings):
         if broker is not None:
             from node.acceptor.bridge import ZmqDispatcher  # only a clustered AE loads ZeroMQ
 
-            return ZmqDispatcher(broker, curve=curve)
+            return ZmqDispatcher(broker, curve=curve, handoff_directory=self.handoff_directory)
         return ThreadDispatcher(
             self._handlers(),
             threads=max(4, self._maximum_associations * 2),
@@ -370,6 +374,8 @@ class ApplicationEntity(ValidatedSettings):
         )
         cluster.start()
         self._cluster = cluster
+        if store is not None and self.handoff_directory is None:
+            self.handoff_directory = str(store.spool_directory)
         return cluster.frontend
 
     def _readiness(self) -> tuple[bool, str]:

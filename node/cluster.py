@@ -160,6 +160,8 @@ class Cluster:
         if config.dimse_timeout is not None:
             acceptor += ["--dimse-timeout", str(config.dimse_timeout)]
         acceptor += ["--drain-timeout", str(config.drain_timeout)]
+        # the workers share this host's data directory: data sets go to them as files
+        acceptor += ["--handoff-dir", os.path.join(config.data_dir, "spool")]
         if not _custom_echo(config.handlers_module):
             acceptor.append("--local-echo")  # built-in Verification: the acceptor answers
         if config.require_called_aet:

@@ -43,6 +43,10 @@ LATENCY = Histogram(
 )
 BYTES_RECEIVED = Counter("dicomnode_bytes_received_total", "Data set bytes received")
 OBJECTS_STORED = Counter("dicomnode_objects_stored_total", "Objects stored durably")
+HANDOFFS = Counter(
+    "dicomnode_handoff_spools_total",
+    "C-STORE data sets handed to the workers as spool files instead of through the sockets",
+)
 WORKER_REQUESTS = Counter("dicomnode_worker_requests_total", "Requests run by this worker")
 BROKER_QUEUE = Gauge("dicomnode_broker_queue_depth", "Requests waiting for a worker")
 BROKER_CREDITS = Gauge("dicomnode_broker_credits", "Free worker credits")

@@ -13,12 +13,14 @@ import itertools
 import logging
 import os
 import socket
+import stat
 import threading
 import time
 import traceback
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -29,6 +31,7 @@ from node.dimse.commands import decode_command, encode_command
 from node.dimse.messages import Request, Response
 from node.dimse.status import Status
 from node.dispatch import AssociationInfo, QueuingChannel, ServiceRequest, StorageContext
+from node.part10 import HANDOFF_PREFIX
 from workers.service import handle_request
 
 if TYPE_CHECKING:
@@ -230,6 +233,27 @@ def request_from_envelope(envelope: wire.Envelope, command: bytes, dataset: Any)
         dataset=data,
         deadline=envelope.get("deadline") or None,
     )
+
+
+def handed_off(envelope: wire.Envelope, spool_directory: Path | None) -> tuple[str, int]:
+    """The hand-off spool a request names (node.part10: a Part 10 file the acceptor wrote)
+    and where its data set starts, after checking that it is one: a regular file named as a
+    hand-off in this worker's own spool directory (an acceptor names no other file to adopt)."""
+    if spool_directory is None:
+        raise ValueError("this worker has no spool directory for a handed-off data set")
+    path = Path(str(envelope["spool"]))
+    offset = envelope.get("spool_offset")
+    if (
+        not path.name.startswith(HANDOFF_PREFIX)
+        or path.suffix != ".spool"
+        or os.path.realpath(path.parent) != os.path.realpath(spool_directory)
+    ):
+        raise ValueError(f"{path} is not a hand-off spool in {spool_directory}")
+    info = os.lstat(path)  # the link itself, never what a symbolic link points to
+    size = info.st_size if stat.S_ISREG(info.st_mode) else -1
+    if not isinstance(offset, int) or not 0 < offset <= size:
+        raise ValueError(f"{path} is not a regular file with a data set at {offset!r}")
+    return str(path), offset
 
 
 class Worker:
@@ -507,6 +531,11 @@ class Worker:
         key = (str(envelope["acceptor"]), int(envelope["assoc_id"]), int(envelope["msg_id"]))
         try:
             request = request_from_envelope(envelope, command, dataset)
+            if dataset_path is None and envelope.get("spool") is not None:
+                store = self.handlers.file_store
+                dataset_path, header_length = handed_off(
+                    envelope, store.spool_directory if store is not None else None
+                )
             if dataset_path is not None:
                 request = dataclasses.replace(
                     request, dataset_path=dataset_path, dataset_offset=header_length

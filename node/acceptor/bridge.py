@@ -16,6 +16,7 @@ import socket
 import time
 import uuid
 import weakref
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -24,8 +25,16 @@ import zmq.asyncio
 from broker import wire
 from broker.liveness import Liveness
 from node.dimse.commands import decode_command, encode_command
-from node.dimse.messages import failure_response
+from node.dimse.messages import CStoreRQ, failure_response
 from node.dimse.status import Status, StorageStatus
+from node.observability import HANDOFFS
+from node.part10 import (
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION_NAME,
+    file_meta,
+    sweep_handoffs,
+    write_handoff,
+)
 
 if TYPE_CHECKING:
     from node.dispatch import ReplySink, ServiceRequest
@@ -35,6 +44,10 @@ log = logging.getLogger("dicomnode.acceptor.bridge")
 #: Deadline for requests when the AE has no dimse_timeout: nothing waits forever.
 DEFAULT_REQUEST_TIMEOUT = 600.0
 
+
+#: C-STORE data sets of at least this size go to the workers as a hand-off spool file (when
+#: the acceptor shares their file system: `handoff_directory`) instead of through the sockets.
+HANDOFF_THRESHOLD = 64 << 10
 
 #: Unacknowledged streamed bytes per stream before the acceptor stops reading that socket.
 STREAM_WINDOW = 8 << 20
@@ -100,6 +113,8 @@ class ZmqDispatcher:
         heartbeat_liveness: int = 3,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         curve: dict[str, bytes] | None = None,
+        handoff_directory: str | os.PathLike[str] | None = None,
+        handoff_threshold: int = HANDOFF_THRESHOLD,
     ) -> None:
         self.broker = broker
         self.acceptor_id = acceptor_id or (
@@ -110,6 +125,11 @@ class ZmqDispatcher:
         self.link = Liveness.starting(heartbeat_interval, heartbeat_liveness, time.monotonic())
         self.request_timeout = request_timeout
         self.curve = curve
+        #: Where C-STORE data sets are handed to the workers as files (None: by socket).
+        self.handoff_directory = Path(handoff_directory) if handoff_directory else None
+        self.handoff_threshold = handoff_threshold
+        #: The hand-off spool of each request in flight that has one.
+        self.handoffs: dict[tuple[int, int], Path] = {}
         self.context: zmq.asyncio.Context | None = None
         self.socket: zmq.asyncio.Socket | None = None
         self.pending: dict[tuple[int, int], tuple[ServiceRequest, ReplySink, float]] = {}
@@ -126,6 +146,8 @@ class ZmqDispatcher:
     # --- life cycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.handoff_directory is not None:
+            self._prepare_handoff(self.handoff_directory)
         self.context = zmq.asyncio.Context()
         self.socket = self._connect()
         self._tasks = [
@@ -158,6 +180,19 @@ class ZmqDispatcher:
             self.socket.close(0)
         if self.context is not None:
             self.context.term()
+
+    def _prepare_handoff(self, directory: Path) -> None:
+        """Make the hand-off directory and sweep spools whose requests are long over (every
+        request ends by its deadline); without the directory, data sets go by socket."""
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            log.warning("no hand-off directory %s (%s): data sets go by socket", directory, error)
+            self.handoff_directory = None
+            return
+        swept = sweep_handoffs(directory, time.time() - self.request_timeout - 60.0)
+        if swept:
+            log.info("removed %d stale hand-off spool(s) from %s", swept, directory)
 
     def readiness(self) -> tuple[bool, str]:
         """Ready when the broker was heard recently and reports at least one live worker."""
@@ -211,9 +246,48 @@ class ZmqDispatcher:
             username=association.username,
             sop_class_extended=[list(item) for item in association.sop_class_extended],
             stream=stream,
+            **self._handoff(key, request),
         )
+        dataset = b"" if key in self.handoffs else request.dataset or b""
         self.pending[key] = (request, sink, time.monotonic() + timeout)
-        self.send_frames([b"", envelope, encode_command(request.command), request.dataset or b""])
+        self.send_frames([b"", envelope, encode_command(request.command), dataset])
+
+    def _handoff(self, key: tuple[int, int], request: ServiceRequest) -> dict[str, object]:
+        """Write a C-STORE data set to a hand-off spool (a Part 10 file the worker fsyncs and
+        renames into place): the envelope fields naming it, or none to send it by socket."""
+        dataset = request.dataset
+        directory = self.handoff_directory
+        command = request.command
+        if (
+            directory is None
+            or dataset is None
+            or len(dataset) < self.handoff_threshold
+            or not isinstance(command, CStoreRQ)
+        ):
+            return {}
+        header = file_meta(
+            command.affected_sop_class_uid,
+            command.affected_sop_instance_uid,
+            request.transfer_syntax,
+            IMPLEMENTATION_CLASS_UID,
+            IMPLEMENTATION_VERSION_NAME,
+            request.association.calling_ae_title,
+        )
+        try:
+            path = write_handoff(directory, self.acceptor_id, header, dataset)
+        except (OSError, UnicodeError) as error:  # e.g. disk full: the socket still works
+            log.warning("hand-off spool not written (%s): data set goes by socket", error)
+            return {}
+        self.handoffs[key] = path
+        HANDOFFS.inc()
+        return {"spool": str(path), "spool_offset": len(header)}
+
+    def _drop_handoff(self, key: tuple[int, int]) -> None:
+        """The request ended here, not at a worker: its spool, if any, is nobody's."""
+        path = self.handoffs.pop(key, None)
+        if path is not None:
+            with contextlib.suppress(OSError):
+                path.unlink()
 
     def cancel(self, assoc_id: int, message_id: int) -> None:
         if (assoc_id, message_id) not in self.pending:
@@ -251,6 +325,7 @@ class ZmqDispatcher:
                 )
 
     def _fail(self, key: tuple[int, int], status: int, comment: str) -> None:
+        self._drop_handoff(key)
         stream = self.streams.pop(key, None)
         if stream is not None:
             stream.failed = True
@@ -312,6 +387,7 @@ class ZmqDispatcher:
             if final:
                 del self.pending[key]
                 self.streams.pop(key, None)
+                self.handoffs.pop(key, None)  # the worker adopted or removed it
             data = bytes(dataset) if len(dataset) else None
             sink.send_response(request, decode_command(command), data, final)
         elif kind == wire.ERROR:

@@ -283,6 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM, seconds open associations get to finish",
     )
     parser.add_argument(
+        "--handoff-dir",
+        dest="handoff_dir",
+        metavar="DIR",
+        default=None,
+        help="hand C-STORE data sets of 64 KiB and more to the workers as files in DIR, their"
+        " data directory's spool/ on a file system shared with them (dicomnode serve does)",
+    )
+    parser.add_argument(
         "--reuse-port",
         action="store_true",
         help="share the port with other acceptor processes (SO_REUSEPORT)",
@@ -318,6 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dicomnode acceptor: {error}", file=sys.stderr)
         return 2
     ae.local_echo = True if args.local_echo else None
+    ae.handoff_directory = args.handoff_dir
     install_drain(ae, args.drain_timeout)
     ae.start(
         block=True,

@@ -44,7 +44,8 @@ class _FlatStore:
         **_options: Any,
     ) -> Any:
         from node.ae import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-        from workers.store.files import checked_uid, file_meta
+        from node.part10 import file_meta
+        from workers.store.files import checked_uid
 
         path = self.folder / (checked_uid(sop_instance, "SOP Instance UID") + ".dcm")
         header = file_meta(

@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -193,12 +194,48 @@ def test_storescu_500_files_all_durable_on_disk(serve: Callable[..., Serve], tmp
         assert copy[-len(datasets[0].PixelData) :] == original[-len(datasets[0].PixelData) :]
 
 
-def test_worker_killed_mid_run_loses_nothing_acknowledged(
+def test_large_data_sets_reach_the_workers_as_handoff_files(
     serve: Callable[..., Serve], tmp_path: Path
+):
+    # issue 15: serve's workers share the acceptor's data directory, so a data set of 64 KiB
+    # and more is written once, by the acceptor, into DATA_DIR/spool, and the worker fsyncs
+    # and renames it into place: the bytes never cross the broker; small ones go by socket.
+    metrics_port = free_port()
+    cluster = serve(2, 1, "--metrics-port", str(metrics_port))
+    large = make_datasets(patients=2, studies=1, series=2, instances=10, size=200)  # 80 KB
+    small = make_datasets(patients=2, studies=1, series=1, instances=5)
+    small = [ds for ds in small if ds.SOPInstanceUID not in {d.SOPInstanceUID for d in large}]
+    folder = tmp_path / "in"
+    paths = write_datasets(large, folder / "large") + write_datasets(small, folder / "small")
+    result = run_tool(
+        ["storescu", "-v", "127.0.0.1", cluster.port, "+sd", "+r", folder], timeout=PATIENCE
+    )
+    assert result.returncode == 0, result.output[-2000:]
+    stored = storescu_stored(result.output)
+    assert len(stored) == len(paths) == 40 + len(small)
+    on_disk = cluster.stored_files()
+    assert stored <= on_disk.keys()
+    for path in paths:  # everything after the file meta is byte for byte what was sent
+        original = dcmread(path)
+        copy = dcmread(on_disk[path.stem])
+        assert copy.PixelData == original.PixelData
+        assert copy.SOPInstanceUID == original.SOPInstanceUID
+    spool = cluster.data_dir / "spool"
+    assert not list(spool.glob("*.spool"))  # every hand-off adopted, none left behind
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as page:
+        text = page.read().decode()
+    handed = re.search(r"^dicomnode_handoff_spools_total ([0-9.e+]+)$", text, re.MULTILINE)
+    assert handed is not None, text[-2000:]
+    assert float(handed.group(1)) == 40  # the large ones, and only those
+
+
+@pytest.mark.parametrize("size", [64, 200], ids=["by-socket", "handed-off"])
+def test_worker_killed_mid_run_loses_nothing_acknowledged(
+    serve: Callable[..., Serve], tmp_path: Path, size: int
 ):
     cluster = serve(workers=2)
     folder = tmp_path / "in"
-    write_datasets(make_datasets(patients=5, studies=2, series=5, instances=10, size=64), folder)
+    write_datasets(make_datasets(patients=5, studies=2, series=5, instances=10, size=size), folder)
     log = tmp_path / "storescu.log"
     with log.open("w") as handle:
         storescu = subprocess.Popen(
@@ -222,6 +259,8 @@ def test_worker_killed_mid_run_loses_nothing_acknowledged(
     assert len(stored) >= 50
     failures = 500 - len(stored)
     assert failures == 0 or "Store Response (" in output  # failures arrive as statuses
+    # every request was answered: its hand-off spool adopted or removed, by worker or acceptor
+    assert not list((cluster.data_dir / "spool").glob("*.spool"))
     wait_until(
         lambda: victim not in cluster.pids("workers") and len(cluster.pids("workers")) == 2,
         "the supervisor to replace the killed worker",

@@ -159,7 +159,7 @@ def test_record_from_file(tmp_path):
 def test_record_from_deflated_file(tmp_path):
     ds = archive_dataset(1, 2, 2, 1)
     data = encode_dataset(ds, DeflatedExplicitVRLittleEndian)
-    from workers.store.files import file_meta
+    from node.part10 import file_meta
 
     path = tmp_path / "d.dcm"
     path.write_bytes(

@@ -29,11 +29,12 @@ from workers.handlers.common import (
 )
 from workers.store.files import InvalidUIDError
 from workers.store.index import IndexDatabaseError, index_of
-from workers.store.schema import record_from_bytes, record_from_file
+from workers.store.schema import record_from_bytes, record_from_spool
 
 if TYPE_CHECKING:
     from node.dispatch import Channel, ServiceRequest
     from workers.store.index import Index
+    from workers.store.schema import InstanceRecord
 
 
 def handle_c_store(request: ServiceRequest, channel: Channel, handlers: Handlers) -> None:
@@ -107,20 +108,46 @@ def store_builtin(request: ServiceRequest, handlers: Handlers) -> StatusResult:
 def _store_spooled(
     request: ServiceRequest, handlers: Handlers, index: Index | None, written: list[Any]
 ) -> StatusResult:
-    """A streamed data set: the store adopts its spool file, then the index row."""
+    """A data set in a spool file (streamed, or handed off by the acceptor): the store adopts
+    the file, then the index row."""
     assert request.dataset_path is not None  # noqa: S101 - the caller checked
     spool = Path(request.dataset_path)
-    # parsed before the store takes the spool (the object store uploads and deletes it)
-    spooled = record_from_file(spool, spool.parent) if index is not None else None
+    sop_class = _sop_class(request)
     sop_instance = _sop_instance(request)
+    record = None
+    uids = None
+    if index is not None:  # parsed before the store takes the spool (a bucket deletes it)
+        record = record_from_spool(
+            spool, request.dataset_offset, request.transfer_syntax, sop_class, sop_instance
+        )
+        uids = (record.value("StudyInstanceUID"), record.value("SeriesInstanceUID"))
+        mismatch = _sop_class_mismatch(record, sop_class)
+        if mismatch is not None:
+            return mismatch
     stored = handlers.file_store.adopt(
-        spool, sop_instance, request.transfer_syntax, request.dataset_offset
+        spool,
+        sop_instance,
+        request.transfer_syntax,
+        request.dataset_offset,
+        study_and_series_uids=uids,
     )
     written.append(stored)
-    if index is not None and spooled is not None:
+    if index is not None and record is not None:
         relative = stored.path.relative_to(index.root).as_posix()
-        index.add(dataclasses.replace(spooled, path=relative))
+        index.add(dataclasses.replace(record, path=relative))
     return StatusResult(SUCCESS)
+
+
+def _sop_class_mismatch(record: InstanceRecord, sop_class: str) -> StatusResult | None:
+    """PS3.4 B.2.3: Error, Data Set does not match SOP Class, when the data set declares
+    another SOP Class UID than the request's."""
+    declared = record.value("SOPClassUID")
+    if declared and declared != sop_class:
+        return failure(
+            StorageStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+            f"data set SOP Class {declared} is not the request's {sop_class}",
+        )
+    return None
 
 
 def _store_received(
@@ -137,13 +164,9 @@ def _store_received(
             request.dataset, request.transfer_syntax, sop_class, sop_instance, ""
         )
         uids = (record.value("StudyInstanceUID"), record.value("SeriesInstanceUID"))
-        declared = record.value("SOPClassUID")
-        if declared and declared != sop_class:
-            # PS3.4 B.2.3: Error, Data Set does not match SOP Class
-            return failure(
-                StorageStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS,
-                f"data set SOP Class {declared} is not the request's {sop_class}",
-            )
+        mismatch = _sop_class_mismatch(record, sop_class)
+        if mismatch is not None:
+            return mismatch
     stored = handlers.file_store.store(
         sop_class,
         sop_instance,

@@ -21,6 +21,8 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from node.part10 import file_meta, write_all
+
 _UID: Final = re.compile(r"[0-9]+(\.[0-9]+)*")
 _EXPLICIT_SHORT: Final = struct.Struct("<HH2sH")
 _EXPLICIT_LONG: Final = struct.Struct("<HH2s2xI")
@@ -48,48 +50,6 @@ def checked_uid(value: str, what: str) -> str:
     if len(value) > 64 or not _UID.fullmatch(value):
         raise InvalidUIDError(f"{what} {value[:80]!r} is not a valid UID")
     return value
-
-
-def _element(group: int, element: int, vr: bytes, value: bytes) -> bytes:
-    if vr in (b"OB", b"OW", b"UN", b"SQ", b"UT"):
-        return _EXPLICIT_LONG.pack(group, element, vr, len(value)) + value
-    return _EXPLICIT_SHORT.pack(group, element, vr, len(value)) + value
-
-
-def _ui(value: str) -> bytes:
-    raw = value.encode("ascii")
-    return raw + b"\0" if len(raw) % 2 else raw
-
-
-def _text(value: str) -> bytes:
-    raw = value.encode("ascii")
-    return raw + b" " if len(raw) % 2 else raw
-
-
-def file_meta(
-    sop_class_uid: str,
-    sop_instance_uid: str,
-    transfer_syntax: str,
-    implementation_class_uid: str,
-    implementation_version_name: str,
-    source_ae_title: str,
-) -> bytes:
-    """Preamble, 'DICM' and the File Meta Information group (PS3.10 7.1), explicit VR LE."""
-    body = b"".join(
-        (
-            _element(0x0002, 0x0001, b"OB", b"\x00\x01"),
-            _element(0x0002, 0x0002, b"UI", _ui(sop_class_uid)),
-            _element(0x0002, 0x0003, b"UI", _ui(sop_instance_uid)),
-            _element(0x0002, 0x0010, b"UI", _ui(transfer_syntax)),
-            _element(0x0002, 0x0012, b"UI", _ui(implementation_class_uid)),
-            _element(0x0002, 0x0013, b"SH", _text(implementation_version_name)),
-            _element(0x0002, 0x0016, b"AE", _text(source_ae_title[:16]))
-            if source_ae_title
-            else b"",
-        )
-    )
-    length = _element(0x0002, 0x0000, b"UL", struct.pack("<I", len(body)))
-    return bytes(128) + b"DICM" + length + body
 
 
 def study_and_series(dataset: bytes | BinaryIO, transfer_syntax: str) -> tuple[str, str]:
@@ -160,20 +120,6 @@ _KNOWN_DIRECTORIES: Final = 4096
 _CREATE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL
 
 
-def _write_all(descriptor: int, header: bytes, dataset: bytes) -> None:
-    """Write the file meta and the data set with one system call when the kernel takes it
-    all (it does for regular files below 2 GiB), then what is left, without copying."""
-    written = os.writev(descriptor, [header, dataset])
-    for part in (memoryview(header), memoryview(dataset)):
-        if written >= len(part):
-            written -= len(part)
-            continue
-        rest = part[written:]
-        written = 0
-        while rest:
-            rest = rest[os.write(descriptor, rest) :]
-
-
 class FileStore:
     """Part 10 files under `root/objects`, written durably."""
 
@@ -242,7 +188,7 @@ class FileStore:
             descriptor = os.open(temporary, _CREATE, 0o644)
         try:
             try:
-                _write_all(descriptor, header, dataset)
+                write_all(descriptor, header, dataset)
                 if self.fsync:
                     os.fsync(descriptor)
             finally:
@@ -257,14 +203,22 @@ class FileStore:
         return StoredObject(path, study, series, replaced)
 
     def adopt(
-        self, spool: Path, sop_instance_uid: str, transfer_syntax: str, header_length: int
+        self,
+        spool: Path,
+        sop_instance_uid: str,
+        transfer_syntax: str,
+        header_length: int,
+        study_and_series_uids: tuple[str, str] | None = None,
     ) -> StoredObject:
         """Move a finished spool (a Part 10 file, workers.store.spool) into place durably,
         without copying it (same filesystem): fsync, atomic rename, directory fsync."""
         checked_uid(transfer_syntax, "Transfer Syntax UID")
-        with spool.open("rb") as handle:
-            handle.seek(header_length)
-            study, series = study_and_series(handle, transfer_syntax)
+        if study_and_series_uids is not None:  # the caller parsed them already
+            study, series = study_and_series_uids
+        else:
+            with spool.open("rb") as handle:
+                handle.seek(header_length)
+                study, series = study_and_series(handle, transfer_syntax)
         path = self.path_for(study, series, sop_instance_uid)
         directory = path.parent
         self._make_directory(directory)

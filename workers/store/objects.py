@@ -21,7 +21,8 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs, urlsplit
 
-from workers.store.files import checked_uid, file_meta, study_and_series
+from node.part10 import file_meta
+from workers.store.files import checked_uid, study_and_series
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -303,13 +304,21 @@ class ObjectStore:
         return StoredInBucket(self.locate(relative), study, series, replaced)
 
     def adopt(
-        self, spool: Path, sop_instance_uid: str, transfer_syntax: str, header_length: int
+        self,
+        spool: Path,
+        sop_instance_uid: str,
+        transfer_syntax: str,
+        header_length: int,
+        study_and_series_uids: tuple[str, str] | None = None,
     ) -> StoredInBucket:
         """Upload a finished spool (a Part 10 file) in parts, then delete it."""
         checked_uid(transfer_syntax, "Transfer Syntax UID")
-        with spool.open("rb") as handle:
-            handle.seek(header_length)
-            study, series = study_and_series(handle, transfer_syntax)
+        if study_and_series_uids is not None:  # the caller parsed them already
+            study, series = study_and_series_uids
+        else:
+            with spool.open("rb") as handle:
+                handle.seek(header_length)
+                study, series = study_and_series(handle, transfer_syntax)
         relative = self.relative_for(study, series, sop_instance_uid)
         replaced = self.exists(relative)
         self._call(

@@ -9,6 +9,7 @@
 # attribute the index needs.
 from __future__ import annotations
 
+import os
 import zlib
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -270,6 +271,30 @@ def record_from_bytes(
         path=path,
         size=size,
     )
+
+
+#: How much of a spooled data set record_from_spool reads to find the indexed attributes.
+SPOOL_HEAD = 64 << 10
+
+
+def record_from_spool(
+    path: Path, offset: int, transfer_syntax_uid: str, sop_class_uid: str, sop_instance_uid: str
+) -> InstanceRecord:
+    """The record of a spool (a Part 10 file whose data set starts at `offset`, its meta
+    written from the request): the raw scanner over the data set's first SPOOL_HEAD bytes,
+    or pydicom over the file when those do not hold every indexed attribute."""
+    with path.open("rb") as handle:
+        size = os.fstat(handle.fileno()).st_size - offset
+        handle.seek(offset)
+        head = handle.read(min(size, SPOOL_HEAD))
+    implicit, little = _encoding(transfer_syntax_uid)
+    if little and transfer_syntax_uid != DeflatedExplicitVRLittleEndian:
+        fast = _fast_values(head, not implicit)
+        if fast is not None:
+            return InstanceRecord(
+                sop_instance_uid, sop_class_uid, transfer_syntax_uid, "", fast, size
+            )
+    return record_from_file(path, path.parent)
 
 
 def record_from_file(path: Path, root: Path) -> InstanceRecord:

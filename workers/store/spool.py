@@ -12,13 +12,11 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from workers.store.files import checked_uid, file_meta
+from node.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, file_meta
+from workers.store.files import checked_uid
 
 if TYPE_CHECKING:
     import os
-
-IMPLEMENTATION_CLASS_UID = "2.25.283479113923592446473716104451470361611"
-IMPLEMENTATION_VERSION_NAME = "DICOMNODE_010"
 
 
 class Spool:

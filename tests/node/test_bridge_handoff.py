@@ -1,0 +1,157 @@
+# The acceptor's side of the same-host hand-off (issue 15): with a hand-off directory, a
+# C-STORE data set of HANDOFF_THRESHOLD bytes or more is written there as a Part 10 spool and
+# the request names it (an empty data set frame); smaller ones and other requests go by
+# socket. A spool whose request ends at the acceptor (an error from the cluster, a timeout, a
+# lost broker) is removed there; one the worker answered is the worker's (adopted or removed).
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import zmq
+import zmq.asyncio
+from pydicom.uid import ExplicitVRLittleEndian
+
+from broker import wire
+from node.acceptor.bridge import HANDOFF_THRESHOLD, ZmqDispatcher
+from node.dimse.commands import decode_command, encode_command
+from node.dimse.messages import CEchoRQ, CStoreRQ, CStoreRSP
+from node.dispatch import AssociationInfo, ServiceRequest
+from node.part10 import HANDOFF_PREFIX
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+ASSOCIATION = AssociationInfo(
+    assoc_id=7,
+    calling_ae_title="MODALITY",
+    called_ae_title="ARCHIVE",
+    peer_address="127.0.0.1",
+    peer_port=1234,
+    local_ae_title="ARCHIVE",
+)
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.responses: list[tuple[int, Any, bool]] = []
+
+    def send_response(self, request: ServiceRequest, response: Any, dataset: Any, final: bool):
+        self.responses.append((request.message_id, response, final))
+
+
+def _store(message_id: int, size: int) -> ServiceRequest:
+    command = CStoreRQ(
+        message_id=message_id,
+        affected_sop_class_uid=CT,
+        affected_sop_instance_uid=f"1.2.3.{message_id}",
+    )
+    dataset = bytes(range(256)) * (size // 256)
+    return ServiceRequest(ASSOCIATION, 1, CT, ExplicitVRLittleEndian, command, dataset)
+
+
+def test_large_store_data_sets_go_as_spools_and_the_acceptor_cleans_up_its_own(tmp_path: Path):
+    spools = tmp_path / "data" / "spool"
+    sink = Sink()
+
+    async def main() -> list[tuple[wire.Envelope, bytes, bytes]]:
+        context = zmq.asyncio.Context()
+        router = context.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        router.bind(f"ipc://{tmp_path}/broker")
+        dispatcher = ZmqDispatcher(
+            f"ipc://{tmp_path}/broker", heartbeat_interval=0.05, handoff_directory=spools
+        )
+        await dispatcher.start()
+        received: list[tuple[wire.Envelope, bytes, bytes]] = []
+        try:
+            dispatcher.submit(_store(1, HANDOFF_THRESHOLD), sink)  # at the threshold: a spool
+            dispatcher.submit(_store(2, HANDOFF_THRESHOLD - 256), sink)  # below: by socket
+            dispatcher.submit(_store(3, 4 * HANDOFF_THRESHOLD), sink)  # answered by a worker
+            echo = CEchoRQ(message_id=4, affected_sop_class_uid="1.2.840.10008.1.1")
+            dispatcher.submit(
+                ServiceRequest(ASSOCIATION, 3, echo.affected_sop_class_uid, "", echo), sink
+            )
+            identity = b""
+            while len(received) < 4:
+                frames = await asyncio.wait_for(router.recv_multipart(), 5)
+                envelope = wire.unpack_envelope(frames[2])
+                if envelope["kind"] == wire.REQUEST:
+                    identity = frames[0]
+                    received.append((envelope, frames[3], frames[4]))
+            by_id = {envelope["msg_id"]: envelope for envelope, _, _ in received}
+            # the cluster fails request 1 (e.g. no worker could take it): the acceptor answers
+            # and removes its spool; request 3 is answered by a worker: its spool is not ours
+            await router.send_multipart(
+                [identity, b"", wire.error_envelope(by_id[1], 0xA700, "Busy", "no worker")]
+            )
+            response = CStoreRSP(
+                message_id_being_responded_to=3,
+                affected_sop_class_uid=CT,
+                affected_sop_instance_uid="1.2.3.3",
+                status=0,
+            )
+            reply = wire.pack_envelope(
+                wire.REPLY, acceptor=dispatcher.acceptor_id, assoc_id=7, msg_id=3, final=True
+            )
+            await router.send_multipart([identity, b"", reply, encode_command(response), b""])
+            for _ in range(500):
+                if len(sink.responses) == 2:
+                    break
+                await asyncio.sleep(0.01)
+            assert not dispatcher.handoffs
+        finally:
+            await dispatcher.close()
+            router.close(0)
+            context.term()
+        return received
+
+    received = asyncio.run(main())
+    by_id = {envelope["msg_id"]: (envelope, command, data) for envelope, command, data in received}
+    first, second, third = by_id[1][0], by_id[2][0], by_id[3][0]
+    assert str(first["spool"]).startswith(str(spools / HANDOFF_PREFIX))
+    assert by_id[1][2] == by_id[3][2] == b""  # no data set bytes on the socket
+    assert "spool" not in second
+    assert by_id[2][2] == _store(2, HANDOFF_THRESHOLD - 256).dataset
+    assert "spool" not in by_id[4][0]
+    assert decode_command(by_id[4][1]).message_id == 4
+    kept = spools.joinpath(str(third["spool"]).rsplit("/", 1)[1])
+    data = kept.read_bytes()  # the worker's to adopt: a Part 10 file of meta + data set
+    assert data[128:132] == b"DICM"
+    assert data[int(third["spool_offset"]) :] == _store(3, 4 * HANDOFF_THRESHOLD).dataset
+    assert b"MODALITY" in data[: int(third["spool_offset"])]  # Source AE Title
+    assert not spools.joinpath(str(first["spool"]).rsplit("/", 1)[1]).exists()
+    statuses = {message_id: response.status for message_id, response, _ in sink.responses}
+    assert (statuses[1], statuses[3]) == (0xA700, 0)  # 2 and 4 are failed by close()
+
+
+def test_without_a_usable_directory_data_sets_go_by_socket(tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+
+    async def main() -> tuple[wire.Envelope, bytes]:
+        context = zmq.asyncio.Context()
+        router = context.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        router.bind(f"ipc://{tmp_path}/broker")
+        dispatcher = ZmqDispatcher(
+            f"ipc://{tmp_path}/broker", heartbeat_interval=0.05, handoff_directory=blocker / "x"
+        )
+        await dispatcher.start()
+        try:
+            assert dispatcher.handoff_directory is None
+            dispatcher.submit(_store(1, 2 * HANDOFF_THRESHOLD), Sink())
+            while True:
+                frames = await asyncio.wait_for(router.recv_multipart(), 5)
+                envelope = wire.unpack_envelope(frames[2])
+                if envelope["kind"] == wire.REQUEST:
+                    return envelope, frames[4]
+        finally:
+            await dispatcher.close()
+            router.close(0)
+            context.term()
+
+    envelope, data = asyncio.run(main())
+    assert "spool" not in envelope
+    assert data == _store(1, 2 * HANDOFF_THRESHOLD).dataset
