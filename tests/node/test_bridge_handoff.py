@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import zmq
 import zmq.asyncio
@@ -21,6 +21,8 @@ from node.part10 import HANDOFF_PREFIX
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from node.dispatch import ReplySink
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 ASSOCIATION = AssociationInfo(
@@ -37,8 +39,14 @@ class Sink:
     def __init__(self) -> None:
         self.responses: list[tuple[int, Any, bool]] = []
 
-    def send_response(self, request: ServiceRequest, response: Any, dataset: Any, final: bool):
+    def send_response(
+        self, request: ServiceRequest, response: Any, dataset: Any, final: bool
+    ) -> None:
         self.responses.append((request.message_id, response, final))
+
+
+def _sink(sink: Sink) -> ReplySink:
+    return cast("ReplySink", sink)  # only send_response is called here
 
 
 def _store(message_id: int, size: int) -> ServiceRequest:
@@ -66,12 +74,14 @@ def test_large_store_data_sets_go_as_spools_and_the_acceptor_cleans_up_its_own(t
         await dispatcher.start()
         received: list[tuple[wire.Envelope, bytes, bytes]] = []
         try:
-            dispatcher.submit(_store(1, HANDOFF_THRESHOLD), sink)  # at the threshold: a spool
-            dispatcher.submit(_store(2, HANDOFF_THRESHOLD - 256), sink)  # below: by socket
-            dispatcher.submit(_store(3, 4 * HANDOFF_THRESHOLD), sink)  # answered by a worker
+            dispatcher.submit(
+                _store(1, HANDOFF_THRESHOLD), _sink(sink)
+            )  # at the threshold: a spool
+            dispatcher.submit(_store(2, HANDOFF_THRESHOLD - 256), _sink(sink))  # below: by socket
+            dispatcher.submit(_store(3, 4 * HANDOFF_THRESHOLD), _sink(sink))  # answered by a worker
             echo = CEchoRQ(message_id=4, affected_sop_class_uid="1.2.840.10008.1.1")
             dispatcher.submit(
-                ServiceRequest(ASSOCIATION, 3, echo.affected_sop_class_uid, "", echo), sink
+                ServiceRequest(ASSOCIATION, 3, echo.affected_sop_class_uid, "", echo), _sink(sink)
             )
             identity = b""
             while len(received) < 4:
@@ -115,7 +125,9 @@ def test_large_store_data_sets_go_as_spools_and_the_acceptor_cleans_up_its_own(t
     assert "spool" not in second
     assert by_id[2][2] == _store(2, HANDOFF_THRESHOLD - 256).dataset
     assert "spool" not in by_id[4][0]
-    assert decode_command(by_id[4][1]).message_id == 4
+    echoed = decode_command(by_id[4][1])
+    assert isinstance(echoed, CEchoRQ)
+    assert echoed.message_id == 4
     kept = spools.joinpath(str(third["spool"]).rsplit("/", 1)[1])
     data = kept.read_bytes()  # the worker's to adopt: a Part 10 file of meta + data set
     assert data[128:132] == b"DICM"
@@ -141,7 +153,7 @@ def test_without_a_usable_directory_data_sets_go_by_socket(tmp_path: Path):
         await dispatcher.start()
         try:
             assert dispatcher.handoff_directory is None
-            dispatcher.submit(_store(1, 2 * HANDOFF_THRESHOLD), Sink())
+            dispatcher.submit(_store(1, 2 * HANDOFF_THRESHOLD), _sink(Sink()))
             while True:
                 frames = await asyncio.wait_for(router.recv_multipart(), 5)
                 envelope = wire.unpack_envelope(frames[2])

@@ -115,7 +115,7 @@ def test_a_handed_off_data_set_is_adopted_and_indexed(store: IndexedFileStore):
     assert copy.file_meta.SourceApplicationEntityTitle == "MODALITY"
     assert store.index.counts() == {"patient": 1, "study": 1, "series": 1, "instance": 1}
     row = store.index.stored_instances([ds.SOPInstanceUID])[ds.SOPInstanceUID]
-    assert (store.root / row.path).resolve() == stored[0].resolve()
+    assert (store.root / str(row.path)).resolve() == stored[0].resolve()
     assert ds.SeriesInstanceUID in stored[0].as_posix()  # study and series read from the head
 
 
@@ -152,7 +152,7 @@ def test_the_worker_adopts_only_handoff_spools_of_its_own_directory(
     link.symlink_to(secret)
     renamed = directory / "stored.dcm"
     renamed.write_bytes(path.read_bytes())
-    refused = [
+    refused: list[dict[str, object]] = [
         {"spool": str(outside), "spool_offset": offset},  # another directory
         {"spool": f"{directory}/../elsewhere/{path.name}", "spool_offset": offset},
         {"spool": str(renamed), "spool_offset": offset},  # not named as a hand-off
