@@ -80,11 +80,24 @@ def write_all(descriptor: int, header: bytes, dataset: bytes | memoryview) -> No
             rest = rest[os.write(descriptor, rest) :]
 
 
-def write_handoff(directory: Path, owner: str, header: bytes, dataset: bytes | memoryview) -> Path:
-    """Write `header` + `dataset` to a new spool file in `directory` (created exclusively,
-    closed, not fsynced: the worker that adopts it makes it durable)."""
+def open_handoff(directory: Path, owner: str, header: bytes) -> tuple[Path, int]:
+    """A new hand-off spool in `directory` (created exclusively, named for `owner`) with
+    `header` written: its path and an open descriptor for the data set that follows."""
     path = directory / f"{HANDOFF_PREFIX}{owner}-{uuid.uuid4().hex}.spool"
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        write_all(descriptor, header, b"")
+    except BaseException:
+        os.close(descriptor)
+        path.unlink(missing_ok=True)
+        raise
+    return path, descriptor
+
+
+def write_handoff(directory: Path, owner: str, header: bytes, dataset: bytes | memoryview) -> Path:
+    """Write `header` + `dataset` to a new hand-off spool in `directory` (closed, not
+    fsynced: the worker that adopts it makes it durable)."""
+    path, descriptor = open_handoff(directory, owner, b"")
     try:
         write_all(descriptor, header, dataset)
     except BaseException:

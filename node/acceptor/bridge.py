@@ -32,7 +32,9 @@ from node.part10 import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
     file_meta,
+    open_handoff,
     sweep_handoffs,
+    write_all,
     write_handoff,
 )
 
@@ -99,6 +101,51 @@ class BridgeStream:
             resume = getattr(self.sink, "resume_stream", None)
             if resume is not None:
                 resume()
+
+
+class HandoffStream:
+    """A streamed C-STORE data set written into a hand-off spool as it arrives (never held
+    whole); its request leaves, naming the spool, once the last chunk is written."""
+
+    def __init__(
+        self,
+        dispatcher: ZmqDispatcher,
+        request: ServiceRequest,
+        sink: ReplySink,
+        path: Path,
+        descriptor: int,
+        header_length: int,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.request = request
+        self.sink = sink
+        self.path = path
+        self.descriptor: int | None = descriptor
+        self.header_length = header_length
+        self.submitted = False
+
+    def write(self, data: bytes, last: bool) -> bool:
+        """Append one chunk (an OSError, e.g. a full disk, refuses the request); never asks
+        the caller to pause: the write is done when this returns."""
+        if self.descriptor is None:
+            return False
+        write_all(self.descriptor, b"", data)
+        if last:
+            os.close(self.descriptor)
+            self.descriptor = None
+            self.submitted = True
+            self.dispatcher.submit_spooled(self.request, self.sink, (self.path, self.header_length))
+        return False
+
+    def discard(self) -> None:
+        """Refused or cut off before its last chunk: the spool is nobody's."""
+        if self.submitted:  # its request is out: the spool is the worker's now
+            return
+        if self.descriptor is not None:
+            os.close(self.descriptor)
+            self.descriptor = None
+        with contextlib.suppress(OSError):
+            self.path.unlink()
 
 
 class ZmqDispatcher:
@@ -208,14 +255,32 @@ class ZmqDispatcher:
     def submit(self, request: ServiceRequest, sink: ReplySink) -> None:
         self._submit(request, sink, stream=False)
 
-    def open_stream(self, request: ServiceRequest, sink: ReplySink) -> BridgeStream:
-        """Start a request whose data set follows in chunks (DESIGN.md "Large datasets")."""
+    def submit_spooled(
+        self, request: ServiceRequest, sink: ReplySink, spool: tuple[Path, int]
+    ) -> None:
+        """Send a request whose data set is in the hand-off spool (path, header length)."""
+        self._submit(request, sink, stream=False, spool=spool)
+
+    def open_stream(self, request: ServiceRequest, sink: ReplySink) -> BridgeStream | HandoffStream:
+        """Start a request whose data set follows in chunks (DESIGN.md "Large datasets"):
+        into a hand-off spool when there is a hand-off directory (the request leaves with the
+        last chunk), else to a worker in chunks through the broker."""
+        spool = self._open_handoff(request)
+        if spool is not None:
+            return HandoffStream(self, request, sink, *spool)
         stream = BridgeStream(self, request, sink)
         self.streams[(request.association.assoc_id, request.message_id)] = stream
         self._submit(request, sink, stream=True)
         return stream
 
-    def _submit(self, request: ServiceRequest, sink: ReplySink, *, stream: bool) -> None:
+    def _submit(
+        self,
+        request: ServiceRequest,
+        sink: ReplySink,
+        *,
+        stream: bool,
+        spool: tuple[Path, int] | None = None,
+    ) -> None:
         association = request.association
         self.associations[association.assoc_id] = sink
         key = (association.assoc_id, request.message_id)
@@ -246,41 +311,64 @@ class ZmqDispatcher:
             username=association.username,
             sop_class_extended=[list(item) for item in association.sop_class_extended],
             stream=stream,
-            **self._handoff(key, request),
+            **self._handoff(key, request, spool),
         )
         dataset = b"" if key in self.handoffs else request.dataset or b""
         self.pending[key] = (request, sink, time.monotonic() + timeout)
         self.send_frames([b"", envelope, encode_command(request.command), dataset])
 
-    def _handoff(self, key: tuple[int, int], request: ServiceRequest) -> dict[str, object]:
-        """Write a C-STORE data set to a hand-off spool (a Part 10 file the worker fsyncs and
-        renames into place): the envelope fields naming it, or none to send it by socket."""
+    def _handoff(
+        self, key: tuple[int, int], request: ServiceRequest, spool: tuple[Path, int] | None
+    ) -> dict[str, object]:
+        """The envelope fields naming the request's hand-off spool (a Part 10 file the worker
+        fsyncs and renames into place): `spool`, streamed there already, or a C-STORE data set
+        of at least handoff_threshold bytes written now; none: the data set goes by socket."""
         dataset = request.dataset
-        directory = self.handoff_directory
-        command = request.command
-        if (
-            directory is None
-            or dataset is None
-            or len(dataset) < self.handoff_threshold
-            or not isinstance(command, CStoreRQ)
-        ):
+        if spool is None and dataset is not None and len(dataset) >= self.handoff_threshold:
+            header = self._handoff_header(request)
+            if header is not None and self.handoff_directory is not None:
+                try:
+                    path = write_handoff(self.handoff_directory, self.acceptor_id, header, dataset)
+                except OSError as error:  # e.g. disk full: the socket still works
+                    log.warning("hand-off spool not written (%s): data set goes by socket", error)
+                else:
+                    spool = (path, len(header))
+        if spool is None:
             return {}
-        header = file_meta(
-            command.affected_sop_class_uid,
-            command.affected_sop_instance_uid,
-            request.transfer_syntax,
-            IMPLEMENTATION_CLASS_UID,
-            IMPLEMENTATION_VERSION_NAME,
-            request.association.calling_ae_title,
-        )
-        try:
-            path = write_handoff(directory, self.acceptor_id, header, dataset)
-        except (OSError, UnicodeError) as error:  # e.g. disk full: the socket still works
-            log.warning("hand-off spool not written (%s): data set goes by socket", error)
-            return {}
-        self.handoffs[key] = path
+        self.handoffs[key] = spool[0]
         HANDOFFS.inc()
-        return {"spool": str(path), "spool_offset": len(header)}
+        return {"spool": str(spool[0]), "spool_offset": spool[1]}
+
+    def _handoff_header(self, request: ServiceRequest) -> bytes | None:
+        """The Part 10 meta header of a C-STORE data set's hand-off spool, None for other
+        requests or without a hand-off directory."""
+        command = request.command
+        if self.handoff_directory is None or not isinstance(command, CStoreRQ):
+            return None
+        try:
+            return file_meta(
+                command.affected_sop_class_uid,
+                command.affected_sop_instance_uid,
+                request.transfer_syntax,
+                IMPLEMENTATION_CLASS_UID,
+                IMPLEMENTATION_VERSION_NAME,
+                request.association.calling_ae_title,
+            )
+        except UnicodeError:  # a UID that is not ASCII: the worker answers it by socket
+            return None
+
+    def _open_handoff(self, request: ServiceRequest) -> tuple[Path, int, int] | None:
+        """A new hand-off spool for a streamed C-STORE data set: (path, descriptor, header
+        length), its meta header written; None when there is none to be had."""
+        header = self._handoff_header(request)
+        if header is None or self.handoff_directory is None:
+            return None
+        try:
+            path, descriptor = open_handoff(self.handoff_directory, self.acceptor_id, header)
+        except OSError as error:
+            log.warning("hand-off spool not opened (%s): data set streams by socket", error)
+            return None
+        return path, descriptor, len(header)
 
     def _drop_handoff(self, key: tuple[int, int]) -> None:
         """The request ended here, not at a worker: its spool, if any, is nobody's."""

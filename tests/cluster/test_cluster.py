@@ -37,6 +37,7 @@ from tests.synthetic import (
     wait_until,
     write_datasets,
 )
+from tests.workers.large_object import dataset_digest, write_large_object
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -222,11 +223,34 @@ def test_large_data_sets_reach_the_workers_as_handoff_files(
         assert copy.SOPInstanceUID == original.SOPInstanceUID
     spool = cluster.data_dir / "spool"
     assert not list(spool.glob("*.spool"))  # every hand-off adopted, none left behind
+    assert _handoffs_counted(metrics_port) == 40  # the large ones, and only those
+
+
+def _handoffs_counted(metrics_port: int) -> float:
+    """The acceptor's dicomnode_handoff_spools_total."""
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as page:
         text = page.read().decode()
     handed = re.search(r"^dicomnode_handoff_spools_total ([0-9.e+]+)$", text, re.MULTILINE)
     assert handed is not None, text[-2000:]
-    assert float(handed.group(1)) == 40  # the large ones, and only those
+    return float(handed.group(1))
+
+
+def test_a_streamed_object_is_written_into_a_handoff_spool_as_it_arrives(
+    serve: Callable[..., Serve], tmp_path: Path
+):
+    # above the stream threshold (4 MiB) the acceptor never holds the data set whole: it
+    # appends each chunk to the spool and the request leaves with the last one
+    metrics_port = free_port()
+    cluster = serve(1, 1, "--metrics-port", str(metrics_port))
+    path, digest, length = write_large_object(tmp_path / "in", 12 << 20)
+    result = run_tool(["storescu", "-v", "127.0.0.1", cluster.port, path], timeout=PATIENCE)
+    assert result.returncode == 0, result.output[-2000:]
+    assert "Received Store Response (Success" in result.output
+    (stored,) = cluster.stored_files().values()
+    with stored.open("rb") as handle:
+        assert dataset_digest(iter(lambda: handle.read(1 << 20), b"")) == (digest, length)
+    assert _handoffs_counted(metrics_port) == 1
+    assert not list((cluster.data_dir / "spool").glob("*.spool"))
 
 
 @pytest.mark.parametrize("size", [64, 200], ids=["by-socket", "handed-off"])

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import zmq
@@ -20,8 +21,6 @@ from node.dispatch import AssociationInfo, ServiceRequest
 from node.part10 import HANDOFF_PREFIX
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from node.dispatch import ReplySink
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -167,3 +166,57 @@ def test_without_a_usable_directory_data_sets_go_by_socket(tmp_path: Path):
     envelope, data = asyncio.run(main())
     assert "spool" not in envelope
     assert data == _store(1, 2 * HANDOFF_THRESHOLD).dataset
+
+
+def test_a_streamed_data_set_is_written_into_a_spool_and_its_request_leaves_at_the_end(
+    tmp_path: Path,
+):
+    spools = tmp_path / "spool"
+    chunks = [bytes([n]) * (1 << 20) for n in range(3)]
+
+    async def main() -> tuple[list[wire.Envelope], list[Path], list[Path], bytes]:
+        context = zmq.asyncio.Context()
+        router = context.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        router.bind(f"ipc://{tmp_path}/broker")
+        dispatcher = ZmqDispatcher(
+            f"ipc://{tmp_path}/broker", heartbeat_interval=0.05, handoff_directory=spools
+        )
+        await dispatcher.start()
+        try:
+            request = _store(1, 0)
+            stream = dispatcher.open_stream(request, _sink(Sink()))
+            for chunk in chunks[:-1]:
+                assert stream.write(chunk, False) is False  # written: no need to pause
+            while_streaming = sorted(spools.iterdir())
+            refused = dispatcher.open_stream(_store(2, 0), _sink(Sink()))
+            refused.write(chunks[0], False)
+            refused.discard()  # e.g. the association ended mid-stream: its spool goes
+            stream.write(chunks[-1], True)
+            stream.discard()  # too late: the request is out, the spool is the worker's
+            requests: list[wire.Envelope] = []
+            deadline = asyncio.get_running_loop().time() + 5
+            while not requests:
+                frames = await asyncio.wait_for(router.recv_multipart(), 5)
+                envelope = wire.unpack_envelope(frames[2])
+                if envelope["kind"] == wire.REQUEST:
+                    requests.append(envelope)
+                    assert frames[4] == b""
+                assert asyncio.get_running_loop().time() < deadline
+            after = sorted(spools.iterdir())
+            # read before close(): closing fails the unanswered request and removes its spool
+            return requests, while_streaming, after, after[0].read_bytes()
+        finally:
+            await dispatcher.close()
+            router.close(0)
+            context.term()
+
+    requests, while_streaming, after, data = asyncio.run(main())
+    assert len(requests) == 1  # one request, sent after the last chunk; no CHUNK messages
+    (envelope,) = requests
+    assert envelope["stream"] is False
+    assert envelope["msg_id"] == 1
+    assert len(while_streaming) == 1  # the spool exists (growing) before the request leaves
+    assert after == [Path(str(envelope["spool"]))]
+    assert not after[0].exists()  # failed by close(): removed
+    assert data[int(envelope["spool_offset"]) :] == b"".join(chunks)
