@@ -32,6 +32,8 @@ from workers.store.index import IndexDatabaseError, index_of
 from workers.store.schema import record_from_bytes, record_from_spool
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from node.dispatch import Channel, ServiceRequest
     from workers.store.index import Index
     from workers.store.schema import InstanceRecord
@@ -108,29 +110,73 @@ def store_builtin(request: ServiceRequest, handlers: Handlers) -> StatusResult:
 def _store_spooled(
     request: ServiceRequest, handlers: Handlers, index: Index | None, written: list[Any]
 ) -> StatusResult:
-    """A data set in a spool file (streamed, or handed off by the acceptor): the store adopts
-    the file, then the index row."""
+    """A data set in a spool file (streamed, or handed off by the acceptor): its record read
+    from the spool before the store takes it (a bucket deletes it), adopted, indexed."""
     assert request.dataset_path is not None  # noqa: S101 - the caller checked
     spool = Path(request.dataset_path)
-    sop_class = _sop_class(request)
-    sop_instance = _sop_instance(request)
+    syntax = request.transfer_syntax
+    return _store_and_index(
+        request,
+        index,
+        written,
+        lambda sop_class, sop_instance: record_from_spool(
+            spool, request.dataset_offset, syntax, sop_class, sop_instance
+        ),
+        lambda uids: handlers.file_store.adopt(
+            spool,
+            _sop_instance(request),
+            syntax,
+            request.dataset_offset,
+            study_and_series_uids=uids,
+        ),
+    )
+
+
+def _store_received(
+    request: ServiceRequest, handlers: Handlers, index: Index | None, written: list[Any]
+) -> StatusResult:
+    """A data set received whole: parsed once for its index record, written, indexed."""
+    dataset = request.dataset
+    assert dataset is not None  # noqa: S101 - the caller checked
+    syntax = request.transfer_syntax
+    return _store_and_index(
+        request,
+        index,
+        written,
+        lambda sop_class, sop_instance: record_from_bytes(
+            dataset, syntax, sop_class, sop_instance, ""
+        ),
+        lambda uids: handlers.file_store.store(
+            _sop_class(request),
+            _sop_instance(request),
+            syntax,
+            dataset,
+            request.association.calling_ae_title,
+            study_and_series_uids=uids,
+        ),
+    )
+
+
+def _store_and_index(
+    request: ServiceRequest,
+    index: Index | None,
+    written: list[Any],
+    parse: Callable[[str, str], InstanceRecord],
+    put: Callable[[tuple[str, str] | None], Any],
+) -> StatusResult:
+    """With an index, the record first (it carries study and series, and the data set's own
+    SOP class is checked against the request's); then `put` makes the object durable, and
+    success waits for its committed row."""
     record = None
     uids = None
-    if index is not None:  # parsed before the store takes the spool (a bucket deletes it)
-        record = record_from_spool(
-            spool, request.dataset_offset, request.transfer_syntax, sop_class, sop_instance
-        )
+    if index is not None:
+        sop_class = _sop_class(request)
+        record = parse(sop_class, _sop_instance(request))
         uids = (record.value("StudyInstanceUID"), record.value("SeriesInstanceUID"))
         mismatch = _sop_class_mismatch(record, sop_class)
         if mismatch is not None:
             return mismatch
-    stored = handlers.file_store.adopt(
-        spool,
-        sop_instance,
-        request.transfer_syntax,
-        request.dataset_offset,
-        study_and_series_uids=uids,
-    )
+    stored = put(uids)
     written.append(stored)
     if index is not None and record is not None:
         relative = stored.path.relative_to(index.root).as_posix()
@@ -148,36 +194,3 @@ def _sop_class_mismatch(record: InstanceRecord, sop_class: str) -> StatusResult 
             f"data set SOP Class {declared} is not the request's {sop_class}",
         )
     return None
-
-
-def _store_received(
-    request: ServiceRequest, handlers: Handlers, index: Index | None, written: list[Any]
-) -> StatusResult:
-    """A data set received whole: parsed once for its index record, written, indexed."""
-    assert request.dataset is not None  # noqa: S101 - the caller checked
-    sop_class = _sop_class(request)
-    sop_instance = _sop_instance(request)
-    record = None
-    uids = None
-    if index is not None:  # parse once: the index record carries study and series
-        record = record_from_bytes(
-            request.dataset, request.transfer_syntax, sop_class, sop_instance, ""
-        )
-        uids = (record.value("StudyInstanceUID"), record.value("SeriesInstanceUID"))
-        mismatch = _sop_class_mismatch(record, sop_class)
-        if mismatch is not None:
-            return mismatch
-    stored = handlers.file_store.store(
-        sop_class,
-        sop_instance,
-        request.transfer_syntax,
-        request.dataset,
-        request.association.calling_ae_title,
-        study_and_series_uids=uids,
-    )
-    written.append(stored)
-    if index is not None and record is not None:
-        # the file is durable; success waits for the committed row
-        relative = stored.path.relative_to(index.root).as_posix()
-        index.add(dataclasses.replace(record, path=relative))
-    return StatusResult(SUCCESS)
