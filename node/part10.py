@@ -80,30 +80,35 @@ def write_all(descriptor: int, header: bytes, dataset: bytes | memoryview) -> No
             rest = rest[os.write(descriptor, rest) :]
 
 
-def open_handoff(directory: Path, owner: str, header: bytes) -> tuple[Path, int]:
-    """A new hand-off spool in `directory` (created exclusively, named for `owner`) with
-    `header` written: its path and an open descriptor for the data set that follows."""
+def _create_handoff(directory: Path, owner: str) -> tuple[Path, int]:
+    """A new, empty hand-off spool in `directory`, created exclusively, named for `owner`."""
     path = directory / f"{HANDOFF_PREFIX}{owner}-{uuid.uuid4().hex}.spool"
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        write_all(descriptor, header, b"")
-    except BaseException:
-        os.close(descriptor)
-        path.unlink(missing_ok=True)
-        raise
-    return path, descriptor
+    return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 
 
-def write_handoff(directory: Path, owner: str, header: bytes, dataset: bytes | memoryview) -> Path:
-    """Write `header` + `dataset` to a new hand-off spool in `directory` (closed, not
-    fsynced: the worker that adopts it makes it durable)."""
-    path, descriptor = open_handoff(directory, owner, b"")
+def _written(path: Path, descriptor: int, header: bytes, dataset: bytes | memoryview) -> None:
+    """Write `header` + `dataset`; on failure the descriptor is closed and the file gone."""
     try:
         write_all(descriptor, header, dataset)
     except BaseException:
         os.close(descriptor)
         path.unlink(missing_ok=True)
         raise
+
+
+def open_handoff(directory: Path, owner: str, header: bytes) -> tuple[Path, int]:
+    """A new hand-off spool with `header` written: its path and an open descriptor for the
+    data set that follows."""
+    path, descriptor = _create_handoff(directory, owner)
+    _written(path, descriptor, header, b"")
+    return path, descriptor
+
+
+def write_handoff(directory: Path, owner: str, header: bytes, dataset: bytes | memoryview) -> Path:
+    """Write `header` + `dataset` to a new hand-off spool in `directory` (one writev; closed,
+    not fsynced: the worker that adopts it makes it durable)."""
+    path, descriptor = _create_handoff(directory, owner)
+    _written(path, descriptor, header, dataset)
     os.close(descriptor)
     return path
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -21,6 +22,8 @@ from node.dispatch import AssociationInfo, ServiceRequest
 from node.part10 import HANDOFF_PREFIX
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from node.dispatch import ReplySink
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -58,21 +61,35 @@ def _store(message_id: int, size: int) -> ServiceRequest:
     return ServiceRequest(ASSOCIATION, 1, CT, ExplicitVRLittleEndian, command, dataset)
 
 
+@contextlib.asynccontextmanager
+async def fake_broker(
+    tmp_path: Path, handoff_directory: Path
+) -> AsyncIterator[tuple[zmq.asyncio.Socket, ZmqDispatcher]]:
+    """A ROUTER standing in for the broker, and a started dispatcher with a hand-off
+    directory connected to it; both closed on the way out."""
+    context = zmq.asyncio.Context()
+    router = context.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind(f"ipc://{tmp_path}/broker")
+    dispatcher = ZmqDispatcher(
+        f"ipc://{tmp_path}/broker", heartbeat_interval=0.05, handoff_directory=handoff_directory
+    )
+    await dispatcher.start()
+    try:
+        yield router, dispatcher
+    finally:
+        await dispatcher.close()
+        router.close(0)
+        context.term()
+
+
 def test_large_store_data_sets_go_as_spools_and_the_acceptor_cleans_up_its_own(tmp_path: Path):
     spools = tmp_path / "data" / "spool"
     sink = Sink()
 
     async def main() -> list[tuple[wire.Envelope, bytes, bytes]]:
-        context = zmq.asyncio.Context()
-        router = context.socket(zmq.ROUTER)
-        router.setsockopt(zmq.LINGER, 0)
-        router.bind(f"ipc://{tmp_path}/broker")
-        dispatcher = ZmqDispatcher(
-            f"ipc://{tmp_path}/broker", heartbeat_interval=0.05, handoff_directory=spools
-        )
-        await dispatcher.start()
-        received: list[tuple[wire.Envelope, bytes, bytes]] = []
-        try:
+        async with fake_broker(tmp_path, spools) as (router, dispatcher):
+            received: list[tuple[wire.Envelope, bytes, bytes]] = []
             dispatcher.submit(
                 _store(1, HANDOFF_THRESHOLD), _sink(sink)
             )  # at the threshold: a spool
@@ -110,10 +127,6 @@ def test_large_store_data_sets_go_as_spools_and_the_acceptor_cleans_up_its_own(t
                     break
                 await asyncio.sleep(0.01)
             assert not dispatcher.handoffs
-        finally:
-            await dispatcher.close()
-            router.close(0)
-            context.term()
         return received
 
     received = asyncio.run(main())
@@ -142,15 +155,7 @@ def test_without_a_usable_directory_data_sets_go_by_socket(tmp_path: Path):
     blocker.write_bytes(b"")
 
     async def main() -> tuple[wire.Envelope, bytes]:
-        context = zmq.asyncio.Context()
-        router = context.socket(zmq.ROUTER)
-        router.setsockopt(zmq.LINGER, 0)
-        router.bind(f"ipc://{tmp_path}/broker")
-        dispatcher = ZmqDispatcher(
-            f"ipc://{tmp_path}/broker", heartbeat_interval=0.05, handoff_directory=blocker / "x"
-        )
-        await dispatcher.start()
-        try:
+        async with fake_broker(tmp_path, blocker) as (router, dispatcher):
             assert dispatcher.handoff_directory is None
             dispatcher.submit(_store(1, 2 * HANDOFF_THRESHOLD), _sink(Sink()))
             while True:
@@ -158,10 +163,6 @@ def test_without_a_usable_directory_data_sets_go_by_socket(tmp_path: Path):
                 envelope = wire.unpack_envelope(frames[2])
                 if envelope["kind"] == wire.REQUEST:
                     return envelope, frames[4]
-        finally:
-            await dispatcher.close()
-            router.close(0)
-            context.term()
 
     envelope, data = asyncio.run(main())
     assert "spool" not in envelope
@@ -175,15 +176,7 @@ def test_a_streamed_data_set_is_written_into_a_spool_and_its_request_leaves_at_t
     chunks = [bytes([n]) * (1 << 20) for n in range(3)]
 
     async def main() -> tuple[list[wire.Envelope], list[Path], list[Path], bytes]:
-        context = zmq.asyncio.Context()
-        router = context.socket(zmq.ROUTER)
-        router.setsockopt(zmq.LINGER, 0)
-        router.bind(f"ipc://{tmp_path}/broker")
-        dispatcher = ZmqDispatcher(
-            f"ipc://{tmp_path}/broker", heartbeat_interval=0.05, handoff_directory=spools
-        )
-        await dispatcher.start()
-        try:
+        async with fake_broker(tmp_path, spools) as (router, dispatcher):
             request = _store(1, 0)
             stream = dispatcher.open_stream(request, _sink(Sink()))
             for chunk in chunks[:-1]:
@@ -206,10 +199,6 @@ def test_a_streamed_data_set_is_written_into_a_spool_and_its_request_leaves_at_t
             after = sorted(spools.iterdir())
             # read before close(): closing fails the unanswered request and removes its spool
             return requests, while_streaming, after, after[0].read_bytes()
-        finally:
-            await dispatcher.close()
-            router.close(0)
-            context.term()
 
     requests, while_streaming, after, data = asyncio.run(main())
     assert len(requests) == 1  # one request, sent after the last chunk; no CHUNK messages

@@ -91,6 +91,19 @@ def study_and_series(dataset: bytes | BinaryIO, transfer_syntax: str) -> tuple[s
     )
 
 
+def spool_study_and_series(
+    spool: Path, transfer_syntax: str, header_length: int, known: tuple[str, str] | None
+) -> tuple[str, str]:
+    """A spool's Study and Series Instance UID: `known` when the caller parsed them already,
+    else read from its data set (after `header_length` bytes of file meta)."""
+    checked_uid(transfer_syntax, "Transfer Syntax UID")
+    if known is not None:
+        return known
+    with spool.open("rb") as handle:
+        handle.seek(header_length)
+        return study_and_series(handle, transfer_syntax)
+
+
 @dataclass(frozen=True, slots=True)
 class StoredObject:
     path: Path
@@ -212,13 +225,9 @@ class FileStore:
     ) -> StoredObject:
         """Move a finished spool (a Part 10 file, workers.store.spool) into place durably,
         without copying it (same filesystem): fsync, atomic rename, directory fsync."""
-        checked_uid(transfer_syntax, "Transfer Syntax UID")
-        if study_and_series_uids is not None:  # the caller parsed them already
-            study, series = study_and_series_uids
-        else:
-            with spool.open("rb") as handle:
-                handle.seek(header_length)
-                study, series = study_and_series(handle, transfer_syntax)
+        study, series = spool_study_and_series(
+            spool, transfer_syntax, header_length, study_and_series_uids
+        )
         path = self.path_for(study, series, sop_instance_uid)
         directory = path.parent
         self._make_directory(directory)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 from node.part10 import file_meta
-from workers.store.files import checked_uid, study_and_series
+from workers.store.files import checked_uid, spool_study_and_series, study_and_series
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -312,13 +312,9 @@ class ObjectStore:
         study_and_series_uids: tuple[str, str] | None = None,
     ) -> StoredInBucket:
         """Upload a finished spool (a Part 10 file) in parts, then delete it."""
-        checked_uid(transfer_syntax, "Transfer Syntax UID")
-        if study_and_series_uids is not None:  # the caller parsed them already
-            study, series = study_and_series_uids
-        else:
-            with spool.open("rb") as handle:
-                handle.seek(header_length)
-                study, series = study_and_series(handle, transfer_syntax)
+        study, series = spool_study_and_series(
+            spool, transfer_syntax, header_length, study_and_series_uids
+        )
         relative = self.relative_for(study, series, sop_instance_uid)
         replaced = self.exists(relative)
         self._call(
