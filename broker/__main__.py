@@ -50,15 +50,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "dicomnode broker") -> i
     if config.metrics_port is not None:
         from node import observability
 
-        def update(stats: dict[str, object]) -> None:
-            observability.BROKER_QUEUE.set(float(str(stats["queue"])))
-            observability.BROKER_CREDITS.set(float(str(stats["credits"])))
-            observability.BROKER_WORKERS.set(float(str(stats["workers"])))
-            observability.BROKER_IN_FLIGHT.set(float(str(stats["in_flight"])))
-            observability.BROKER_DEAD_WORKERS.set(float(str(stats["dead_workers"])))
-            observability.BROKER_RETRIES.set(float(str(stats["retries"])))
-
-        server.on_stats = update
+        server.on_stats = observability.set_broker_gauges
         health = observability.HealthEndpoint(config.metrics_port)
 
     def on_stop(_signal: int, _frame: FrameType | None) -> None:

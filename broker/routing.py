@@ -118,8 +118,9 @@ class BrokerState:
         """When `on_tick` is due next (unix time)."""
         return self._next_tick
 
-    def on_frontend(self, identity: bytes, frames: Sequence[Frame], now: float) -> list[Action]:
-        """A message from the acceptor `identity`: `frames` follow its routing id."""
+    def on_frontend(self, identity: bytes, frames: Sequence[Part], now: float) -> list[Action]:
+        """A message from the acceptor `identity`: `frames` follow its routing id (received
+        frames, or the bytes an acceptor with the routing embedded passes: broker.embedded)."""
         parsed = self._parse(identity, frames)
         if isinstance(parsed, Fault):
             return [parsed]
@@ -513,14 +514,15 @@ class BrokerState:
     # -- helpers --------------------------------------------------------------------------
 
     def _parse(
-        self, identity: bytes, frames: Sequence[Frame]
+        self, identity: bytes, frames: Sequence[Part]
     ) -> tuple[wire.Envelope, tuple[Part, ...]] | Fault:
         if not frames or len(frames[0]) != 0:
             return self._fault("no_delimiter", identity, "message without the empty delimiter")
         if not 2 <= len(frames) <= 4:
             return self._fault("frame_count", identity, f"{len(frames) - 1} body frames")
         try:
-            envelope = wire.unpack_envelope(frames[1].bytes)
+            head = frames[1]
+            envelope = wire.unpack_envelope(head if isinstance(head, bytes) else head.bytes)
         except wire.WireError as error:
             return self._fault("bad_envelope", identity, str(error))
         return envelope, tuple(frames[1:])

@@ -84,8 +84,7 @@ class BrokerServer:
         self.on_stats: Callable[[dict[str, object]], None] | None = None
         self._stats_wanted = False
         self._closed = False
-        #: Fault kind -> (when last logged, how many were not logged since).
-        self._fault_log: dict[str, tuple[float, int]] = {}
+        self._faults = FaultLog(clock)
 
     def _router(self, curve: dict[str, bytes] | None) -> zmq.Socket[bytes]:
         router = self._context.socket(zmq.ROUTER)
@@ -183,41 +182,65 @@ class BrokerServer:
             self._perform(handler(frames[0].bytes, frames[1:], self._clock()))
 
     def _perform(self, actions: list[Action]) -> None:
-        pending = deque(actions)
-        while pending:
-            action = pending.popleft()
-            if isinstance(action, Fault):
-                self._log_fault(action)
-                continue
-            if isinstance(action, Notice):
-                logger.log(logging.WARNING if action.warning else logging.INFO, "%s", action.text)
-                continue
-            if isinstance(action, SendToWorker):
-                router, peer = self.backend, action.worker
-            else:
-                router, peer = self.frontend, action.acceptor
-            parts = cast("list[zmq.Frame | bytes]", [peer, b"", *action.frames])
-            try:
-                router.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
-            except zmq.ZMQError as error:
-                busy = error.errno == zmq.EAGAIN
-                if not busy and error.errno != zmq.EHOSTUNREACH:
-                    logger.warning("sending %s to %r failed: %s", action.kind, peer, error)
-                stranded, pending = _split_stranded(action, pending)
-                pending.extend(self.state.on_undeliverable(stranded, self._clock(), busy=busy))
+        perform(self.state, actions, self._send, self._faults, self._clock)
 
-    def _log_fault(self, fault: Fault) -> None:
+    def _send(self, action: SendToWorker | SendToAcceptor) -> None:
+        if isinstance(action, SendToWorker):
+            router, peer = self.backend, action.worker
+        else:
+            router, peer = self.frontend, action.acceptor
+        parts = cast("list[zmq.Frame | bytes]", [peer, b"", *action.frames])
+        router.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+
+
+class FaultLog:
+    """Warning lines for faults, at most one per fault kind per FAULT_LOG_INTERVAL."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        #: Fault kind -> (when last logged, how many were not logged since).
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def log(self, fault: Fault) -> None:
         now = self._clock()
-        last, suppressed = self._fault_log.get(fault.kind, (-FAULT_LOG_INTERVAL, 0))
+        last, suppressed = self._last.get(fault.kind, (-FAULT_LOG_INTERVAL, 0))
         if now - last < FAULT_LOG_INTERVAL:
-            self._fault_log[fault.kind] = (last, suppressed + 1)
+            self._last[fault.kind] = (last, suppressed + 1)
             return
-        self._fault_log[fault.kind] = (now, 0)
+        self._last[fault.kind] = (now, 0)
         more = f" ({suppressed} more since the last report)" if suppressed else ""
         logger.warning("%s from %r: %s%s", fault.kind, fault.peer, fault.detail, more)
 
 
-def _split_stranded(
+def perform(
+    state: BrokerState,
+    actions: list[Action],
+    send: Callable[[SendToWorker | SendToAcceptor], None],
+    faults: FaultLog,
+    clock: Callable[[], float],
+) -> None:
+    """Carry out the state's actions in order; `send` raises zmq.ZMQError when a peer is
+    gone (EHOSTUNREACH) or full (EAGAIN): the state decides what becomes of the sends to it."""
+    pending = deque(actions)
+    while pending:
+        action = pending.popleft()
+        if isinstance(action, Fault):
+            faults.log(action)
+            continue
+        if isinstance(action, Notice):
+            logger.log(logging.WARNING if action.warning else logging.INFO, "%s", action.text)
+            continue
+        try:
+            send(action)
+        except zmq.ZMQError as error:
+            busy = error.errno == zmq.EAGAIN
+            if not busy and error.errno != zmq.EHOSTUNREACH:
+                logger.warning("sending %s failed: %s", action.kind, error)
+            stranded, pending = split_stranded(action, pending)
+            pending.extend(state.on_undeliverable(stranded, clock(), busy=busy))
+
+
+def split_stranded(
     failed: SendToWorker | SendToAcceptor, pending: deque[Action]
 ) -> tuple[list[SendToWorker | SendToAcceptor], deque[Action]]:
     """The failed send plus the pending sends to the same peer, and the rest."""

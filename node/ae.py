@@ -284,6 +284,7 @@ class ApplicationEntity(ValidatedSettings):
         broker: str | None = None,
         metrics_port: int | None = None,
         curve: dict[str, bytes] | None = None,
+        workers_endpoint: str | None = None,
     ) -> None:
         """Listen on `bind_addr:port` as SCP. Blocks until stop() unless block=False.
 
@@ -293,9 +294,11 @@ class ApplicationEntity(ValidatedSettings):
 
         With workers=0 (and no broker) the service callbacks run on a thread pool of this
         process. With `broker`, requests go to the worker processes behind that ZeroMQ
-        broker (the `acceptor` role). With workers=N, a broker and N worker processes are
-        started on this host and the AE's callbacks run in them (they must be importable
-        module-level functions).
+        broker (the `acceptor` role). With `workers_endpoint` instead, this process binds
+        that endpoint for the workers and routes to them itself (broker.embedded: no broker
+        process between them; one acceptor per pool of workers). With workers=N, N worker
+        processes are started on this host, connected so, and the AE's callbacks run in them
+        (they must be importable module-level functions).
         """
         if workers < 0:
             raise ValueError(f"workers must be >= 0, not {workers}")
@@ -305,17 +308,22 @@ class ApplicationEntity(ValidatedSettings):
             raise RuntimeError("this AE is already listening")
         for item in evt_handlers:
             self.bind(item[0], item[1])
-        if workers and broker is None:
-            broker = self._start_local_cluster(workers)
+        if workers and broker is None and workers_endpoint is None:
+            workers_endpoint = self._start_local_cluster(workers)
         runner = self._runner_loop()
         self._stopped.clear()
-        self._dispatcher = self._new_dispatcher(broker, curve)
+        self._dispatcher = self._new_dispatcher(broker, workers_endpoint, curve)
         observer = None
         if metrics_port is not None:
             observer = ServerObserver()
             self._health = HealthEndpoint(metrics_port, self._readiness)
         server = AcceptorServer(
-            server_settings(self, self._dispatcher, remote=broker is not None, observer=observer)
+            server_settings(
+                self,
+                self._dispatcher,
+                remote=broker is not None or workers_endpoint is not None,
+                observer=observer,
+            )
         )
 
         async def launch() -> None:
@@ -339,12 +347,20 @@ class ApplicationEntity(ValidatedSettings):
             except KeyboardInterrupt:
                 self.stop()
 
-    def _new_dispatcher(self, broker: str | None, curve: dict[str, bytes] | None) -> Any:
-        """Requests to the workers behind `broker`, or to a thread pool of this process."""
-        if broker is not None:
+    def _new_dispatcher(
+        self, broker: str | None, workers_endpoint: str | None, curve: dict[str, bytes] | None
+    ) -> Any:
+        """Requests to the workers behind `broker` or on `workers_endpoint`, or to a thread
+        pool of this process."""
+        if broker is not None or workers_endpoint is not None:
             from node.acceptor.bridge import ZmqDispatcher  # only a clustered AE loads ZeroMQ
 
-            return ZmqDispatcher(broker, curve=curve, handoff_directory=self.handoff_directory)
+            return ZmqDispatcher(
+                broker,
+                workers_endpoint=workers_endpoint,
+                curve=curve,
+                handoff_directory=self.handoff_directory,
+            )
         return ThreadDispatcher(
             self._handlers(),
             threads=max(4, self._maximum_associations * 2),
@@ -352,7 +368,8 @@ class ApplicationEntity(ValidatedSettings):
         )
 
     def _start_local_cluster(self, workers: int) -> str:
-        """Start a broker and `workers` worker processes running this AE's callbacks."""
+        """Start `workers` worker processes running this AE's callbacks; returns the endpoint
+        they connect to, which this AE binds (the routing runs here)."""
         callbacks = {
             name: importable_name(getattr(self, name), name)
             for name in _SERVICE_CALLBACKS
@@ -376,7 +393,7 @@ class ApplicationEntity(ValidatedSettings):
         self._cluster = cluster
         if store is not None and self.handoff_directory is None:
             self.handoff_directory = str(store.spool_directory)
-        return cluster.frontend
+        return cluster.backend
 
     def _readiness(self) -> tuple[bool, str]:
         if self._draining:

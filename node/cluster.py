@@ -92,16 +92,25 @@ class Cluster:
         self.roles: list[_Role] = []
         self._stopping = False
 
+    @property
+    def embedded_routing(self) -> bool:
+        """One acceptor routes to the workers itself (broker.embedded): no broker process
+        in the data path; several acceptors share a broker process."""
+        return self.config.acceptors == 1
+
     def _commands(self) -> list[_Role]:
-        """The broker, then the workers, then the acceptors, with their metrics ports."""
+        """The broker (for several acceptors), then the workers, then the acceptors, with
+        their metrics ports (the broker's is not served without a broker process)."""
         config = self.config
         base = config.metrics_port
-        broker = self._role_command(
-            "broker", "--frontend", self.frontend, "--backend", self.backend
-        )
-        if base:
-            broker += ["--metrics-port", str(base + config.acceptors)]
-        roles = [_Role("broker", broker)]
+        roles = []
+        if not self.embedded_routing:
+            broker = self._role_command(
+                "broker", "--frontend", self.frontend, "--backend", self.backend
+            )
+            if base:
+                broker += ["--metrics-port", str(base + config.acceptors)]
+            roles.append(_Role("broker", broker))
         worker = self._worker_command()
         roles += [
             _Role(
@@ -149,7 +158,12 @@ class Cluster:
         config = self.config
         acceptor = self._role_command(
             "node.acceptor",
-            *("--broker", self.frontend, "--port", str(config.port), "--bind", config.bind),
+            *(
+                ("--workers-endpoint", self.backend)
+                if self.embedded_routing
+                else ("--broker", self.frontend)
+            ),
+            *("--port", str(config.port), "--bind", config.bind),
             *("--ae-title", config.ae_title, "--max-associations", str(config.max_associations)),
             *("--acse-timeout", str(config.acse_timeout)),
             *("--network-timeout", str(config.network_timeout)),
@@ -257,7 +271,8 @@ def importable_name(function: Any, what: str) -> str:
 
 
 class LocalCluster:
-    """A broker and N worker processes on this host, for `AE.start(workers=N)`."""
+    """N worker processes on this host, for `AE.start(workers=N)`: they connect to `backend`,
+    which the AE binds (it routes to them itself: broker.embedded)."""
 
     def __init__(
         self,
@@ -271,7 +286,6 @@ class LocalCluster:
         threads: int = 4,
     ) -> None:
         self.runtime_dir = tempfile.mkdtemp(prefix="dicomnode-ae-")
-        self.frontend = f"ipc://{self.runtime_dir}/frontend"
         self.backend = f"ipc://{self.runtime_dir}/backend"
         python = sys.executable
         worker = [
@@ -293,10 +307,7 @@ class LocalCluster:
             worker += ["--event", f"{name}={target}"]
         for title, (host, port) in known_aes.items():
             worker += ["--known-ae", f"{title}={host}:{port}"]
-        self.commands = [
-            [python, "-m", "broker", "--frontend", self.frontend, "--backend", self.backend],
-            *([worker] * workers),
-        ]
+        self.commands = [worker] * workers
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:

@@ -54,6 +54,19 @@ BROKER_WORKERS = Gauge("dicomnode_broker_live_workers", "Workers alive")
 BROKER_IN_FLIGHT = Gauge("dicomnode_broker_in_flight", "Requests running on workers")
 BROKER_DEAD_WORKERS = Gauge("dicomnode_broker_dead_workers_total", "Workers declared dead")
 BROKER_RETRIES = Gauge("dicomnode_broker_retries_total", "Requests sent to another worker")
+
+
+def set_broker_gauges(stats: dict[str, object]) -> None:
+    """The broker gauges from broker.routing.BrokerState.stats() (broker process, or an
+    acceptor with the routing embedded)."""
+    BROKER_QUEUE.set(float(str(stats["queue"])))
+    BROKER_CREDITS.set(float(str(stats["credits"])))
+    BROKER_WORKERS.set(float(str(stats["workers"])))
+    BROKER_IN_FLIGHT.set(float(str(stats["in_flight"])))
+    BROKER_DEAD_WORKERS.set(float(str(stats["dead_workers"])))
+    BROKER_RETRIES.set(float(str(stats["retries"])))
+
+
 WORKER_RESTARTS = Counter(
     "dicomnode_worker_restarts_total", "Role processes restarted by the supervisor", ["role"]
 )

@@ -23,11 +23,12 @@ import zmq
 import zmq.asyncio
 
 from broker import wire
+from broker.embedded import EmbeddedBroker
 from broker.liveness import Liveness
 from node.dimse.commands import decode_command, encode_command
 from node.dimse.messages import CStoreRQ, failure_response
 from node.dimse.status import Status, StorageStatus
-from node.observability import HANDOFFS
+from node.observability import HANDOFFS, set_broker_gauges
 from node.part10 import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
@@ -149,12 +150,15 @@ class HandoffStream:
 
 
 class ZmqDispatcher:
-    """Dispatcher over ZeroMQ: acceptor -> broker -> workers (DESIGN.md flows)."""
+    """Dispatcher over ZeroMQ: acceptor -> broker -> workers (DESIGN.md flows), or, with
+    `workers_endpoint` instead of `broker`, acceptor -> workers with the broker's routing in
+    this process (broker.embedded: the workers connect to that endpoint)."""
 
     def __init__(
         self,
-        broker: str,
+        broker: str | None = None,
         *,
+        workers_endpoint: str | None = None,
         acceptor_id: str | None = None,
         heartbeat_interval: float = 1.0,
         heartbeat_liveness: int = 3,
@@ -163,10 +167,18 @@ class ZmqDispatcher:
         handoff_directory: str | os.PathLike[str] | None = None,
         handoff_threshold: int = HANDOFF_THRESHOLD,
     ) -> None:
+        if (broker is None) == (workers_endpoint is None):
+            raise ValueError("give a broker endpoint or a workers endpoint, not both")
+        if workers_endpoint is not None and curve:
+            raise ValueError("CURVE needs a broker process: the embedded routing has no keys")
         self.broker = broker
+        self.workers_endpoint = workers_endpoint
         self.acceptor_id = acceptor_id or (
             f"a-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         )
+        self._identity = self.acceptor_id.encode()
+        #: The broker's routing in this process (with workers_endpoint), once started.
+        self.embedded: EmbeddedBroker | None = None
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_liveness = heartbeat_liveness
         self.link = Liveness.starting(heartbeat_interval, heartbeat_liveness, time.monotonic())
@@ -195,6 +207,17 @@ class ZmqDispatcher:
     async def start(self) -> None:
         if self.handoff_directory is not None:
             self._prepare_handoff(self.handoff_directory)
+        if self.workers_endpoint is not None:
+            self.embedded = EmbeddedBroker(
+                self.workers_endpoint,
+                self._deliver,
+                heartbeat_interval=self.heartbeat_interval,
+                heartbeat_liveness=self.heartbeat_liveness,
+            )
+            self.embedded.on_stats = set_broker_gauges
+            await self.embedded.start()
+            self._tasks = [asyncio.create_task(self._heartbeat_loop())]
+            return
         self.context = zmq.asyncio.Context()
         self.socket = self._connect()
         self._tasks = [
@@ -204,6 +227,7 @@ class ZmqDispatcher:
 
     def _connect(self) -> zmq.asyncio.Socket:
         assert self.context is not None  # noqa: S101 - start() creates it
+        assert self.broker is not None  # noqa: S101 - only without the embedded routing
         sock = self.context.socket(zmq.DEALER)
         sock.setsockopt(zmq.IDENTITY, self.acceptor_id.encode())
         sock.setsockopt(zmq.LINGER, 0)
@@ -223,6 +247,8 @@ class ZmqDispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._fail_all(Status.PROCESSING_FAILURE, "acceptor shutting down")
+        if self.embedded is not None:
+            await self.embedded.close()
         if self.socket is not None:
             self.socket.close(0)
         if self.context is not None:
@@ -392,6 +418,9 @@ class ZmqDispatcher:
     # --- plumbing ---------------------------------------------------------------------------
 
     def send_frames(self, frames: list[bytes]) -> None:
+        if self.embedded is not None:  # routed here: queued by the state when no worker has credit
+            self.embedded.send(self._identity, list(frames))
+            return
         sock = self.socket
         if sock is None:
             return
@@ -447,15 +476,19 @@ class ZmqDispatcher:
                 log.warning("broker link error: %s", error)
                 await asyncio.sleep(0.1)
                 continue
-            self.link.heard(time.monotonic())
-            try:
-                self._on_message([frame.buffer for frame in frames])
-            except wire.WireError as error:
-                self.invalid_messages += 1
-                log.warning("invalid message from the broker: %s", error)
-            except Exception:
-                self.invalid_messages += 1
-                log.exception("message from the broker could not be handled")
+            self._deliver([frame.buffer for frame in frames])
+
+    def _deliver(self, frames: list[Any]) -> None:
+        """A message from the broker (or the embedded routing): `[b"", envelope, ...]`."""
+        self.link.heard(time.monotonic())
+        try:
+            self._on_message(frames)
+        except wire.WireError as error:
+            self.invalid_messages += 1
+            log.warning("invalid message from the broker: %s", error)
+        except Exception:
+            self.invalid_messages += 1
+            log.exception("message from the broker could not be handled")
 
     def _on_message(self, frames: list[memoryview]) -> None:
         _routing, envelope, command, dataset = wire.split_frames(frames)
@@ -566,7 +599,7 @@ class ZmqDispatcher:
                     self._fail(
                         key, Status.PROCESSING_FAILURE, "no response from the cluster in time"
                     )
-            if self.link.lost(now):
+            if self.link.lost(now) and self.embedded is None:
                 log.warning("broker silent for %.1f s: reconnecting", self.link.silent_for(now))
                 self._fail_all(Status.PROCESSING_FAILURE, "broker connection lost")
                 if self.socket is not None:

@@ -241,7 +241,15 @@ def install_drain(ae: AE, grace: float) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicomnode acceptor", description="dicomnode acceptor")
-    parser.add_argument("--broker", required=True, help="broker frontend endpoint")
+    link = parser.add_mutually_exclusive_group(required=True)
+    link.add_argument("--broker", help="broker frontend endpoint")
+    link.add_argument(
+        "--workers-endpoint",
+        metavar="ENDPOINT",
+        help="bind ENDPOINT for the workers (their --broker) and route requests to them in this"
+        " process, with no broker process in between (one acceptor per pool of workers;"
+        " dicomnode serve does this with one acceptor)",
+    )
     parser.add_argument("--ae-title", default="DICOMNODE")
     parser.add_argument("--port", type=int, default=11112)
     parser.add_argument("--bind", default="0.0.0.0")  # noqa: S104 - a server listens
@@ -310,6 +318,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from node.logs import configure_logging
 
     configure_logging(args.verbose, args.log_format)
+    if args.processes > 1 and args.workers_endpoint:
+        print(
+            "dicomnode acceptor: --workers-endpoint is bound by one acceptor process; "
+            "run a broker for --processes N",
+            file=sys.stderr,
+        )
+        return 2
     if args.processes > 1:
         from node.processes import supervise_copies
 
@@ -325,15 +340,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as error:
         print(f"dicomnode acceptor: {error}", file=sys.stderr)
         return 2
+    if curve and args.workers_endpoint:
+        print(
+            "dicomnode acceptor: CURVE needs a broker (--broker), not --workers-endpoint",
+            file=sys.stderr,
+        )
+        return 2
     ae.local_echo = True if args.local_echo else None
     ae.handoff_directory = args.handoff_dir
     install_drain(ae, args.drain_timeout)
-    ae.start(
-        block=True,
-        broker=args.broker,
-        reuse_port=args.reuse_port,
-        metrics_port=args.metrics_port,
-        ssl_context=ssl_context,
-        curve=curve,
-    )
+    import zmq
+
+    try:
+        ae.start(
+            block=True,
+            broker=args.broker,
+            workers_endpoint=args.workers_endpoint,
+            reuse_port=args.reuse_port,
+            metrics_port=args.metrics_port,
+            ssl_context=ssl_context,
+            curve=curve,
+        )
+    except zmq.ZMQError as error:
+        print(
+            f"dicomnode acceptor: cannot use {args.workers_endpoint or args.broker}: {error}",
+            file=sys.stderr,
+        )
+        return 2
     return 0

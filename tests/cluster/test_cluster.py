@@ -228,11 +228,16 @@ def test_large_data_sets_reach_the_workers_as_handoff_files(
 
 def _handoffs_counted(metrics_port: int) -> float:
     """The acceptor's dicomnode_handoff_spools_total."""
+    return _metric(metrics_port, "dicomnode_handoff_spools_total")
+
+
+def _metric(metrics_port: int, name: str) -> float:
+    """One unlabelled metric of the acceptor's /metrics."""
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as page:
         text = page.read().decode()
-    handed = re.search(r"^dicomnode_handoff_spools_total ([0-9.e+]+)$", text, re.MULTILINE)
-    assert handed is not None, text[-2000:]
-    return float(handed.group(1))
+    found = re.search(rf"^{name} ([0-9.e+]+)$", text, re.MULTILINE)
+    assert found is not None, text[-2000:]
+    return float(found.group(1))
 
 
 def test_a_streamed_object_is_written_into_a_handoff_spool_as_it_arrives(
@@ -291,8 +296,28 @@ def test_worker_killed_mid_run_loses_nothing_acknowledged(
     )
 
 
+def test_one_acceptor_routes_to_the_workers_itself(serve: Callable[..., Serve], tmp_path: Path):
+    # issue 15, direction 1: with one acceptor no broker process is in the data path; the
+    # acceptor runs the broker's routing (and exports its gauges) and the workers connect to it
+    metrics_port = free_port()
+    cluster = serve(2, 1, "--metrics-port", str(metrics_port))
+    assert cluster.pids("broker") == []
+    assert len(cluster.pids("workers")) == 2
+    paths = write_datasets(make_datasets(patients=2, studies=1, series=1, instances=10), tmp_path)
+    result = run_tool(
+        ["storescu", "-v", "127.0.0.1", cluster.port, "+sd", tmp_path], timeout=PATIENCE
+    )
+    assert result.returncode == 0, result.output[-2000:]
+    assert storescu_stored(result.output) == {path.stem for path in paths}
+    assert {path.stem for path in paths} <= cluster.stored_files().keys()
+    wait_until(
+        lambda: _metric(metrics_port, "dicomnode_broker_live_workers") == 2,
+        "the acceptor's routing to count both workers",
+    )
+
+
 def test_broker_restart_recovers_without_restarting_roles(serve: Callable[..., Serve]):
-    cluster = serve(workers=2)
+    cluster = serve(2, 2)  # several acceptors share a broker process
     acceptors = cluster.pids("node.acceptor")
     workers = cluster.pids("workers")
     (broker,) = cluster.pids("broker")

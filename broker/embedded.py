@@ -1,0 +1,143 @@
+# The broker's routing inside an acceptor process: the acceptor binds the workers' socket
+# itself and routes each request to a worker with one function call, so request and reply
+# bytes go straight between acceptor and worker (ISSUE 15, direction 1: no broker process in
+# the data path of a single-acceptor cluster such as `dicomnode serve`).
+#
+# Rules: every routing decision is broker.routing.BrokerState's, exactly as in the broker
+# process (credits, least recently used worker, queue, heartbeats, deaths and retries,
+# draining, cancel, sub-operations, chunks); this module only moves frames, on the acceptor's
+# asyncio loop. Workers connect to `backend` as to a broker and cannot tell the difference.
+# Messages for the acceptor are handed to `deliver` synchronously, as the frames
+# `[b"", envelope, command?, dataset?]` a DEALER would have received. Sends never block
+# (NOBLOCK + ROUTER_MANDATORY): a worker that is gone or full is reported to the state.
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any, cast
+
+import zmq
+import zmq.asyncio
+
+from broker.routing import BrokerState, SendToAcceptor, SendToWorker
+from broker.server import FaultLog, perform
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from broker.actions import Action, Part
+
+logger = logging.getLogger("dicomnode.broker.embedded")
+
+
+class EmbeddedBroker:
+    """BrokerState behind a ROUTER socket the workers connect to, driven by asyncio."""
+
+    def __init__(
+        self,
+        backend: str,
+        deliver: Callable[[list[Any]], None],
+        *,
+        heartbeat_interval: float = 1.0,
+        heartbeat_liveness: int = 3,
+        max_queue: int = 10_000,
+        curve: dict[str, bytes] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.backend_endpoint = backend
+        self._deliver = deliver
+        self._clock = clock
+        self._interval = heartbeat_interval
+        self._curve = curve
+        self.state = BrokerState(
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_liveness=heartbeat_liveness,
+            max_queue=max_queue,
+            now=clock(),
+        )
+        #: Called with state.stats() after every tick (the broker gauges), or None.
+        self.on_stats: Callable[[dict[str, object]], None] | None = None
+        self._context: zmq.asyncio.Context | None = None
+        self._backend: zmq.asyncio.Socket | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._faults = FaultLog(clock)
+
+    async def start(self) -> str:
+        """Bind the workers' socket and start reading it; returns the bound endpoint."""
+        self._context = zmq.asyncio.Context()
+        router = self._context.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a worker that reconnects keeps its identity
+        if self._curve is not None:
+            from broker.curve import make_server
+
+            make_server(router, self._curve)
+        router.bind(self.backend_endpoint)
+        self._backend = router
+        self._tasks = [
+            asyncio.create_task(self._read_loop()),
+            asyncio.create_task(self._tick_loop()),
+        ]
+        endpoint: str = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        logger.info("routing to workers on %s (embedded broker)", endpoint)
+        return endpoint
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._backend is not None:
+            self._backend.close(0)
+            self._backend = None
+        if self._context is not None:
+            self._context.term()
+            self._context = None
+
+    def send(self, identity: bytes, frames: list[Part]) -> None:
+        """A message from the acceptor `identity` (`[b"", envelope, ...]`, as a DEALER sends)."""
+        self._perform(self.state.on_frontend(identity, frames, self._clock()))
+
+    async def _read_loop(self) -> None:
+        router = self._backend
+        assert router is not None  # noqa: S101 - start() binds it
+        while True:
+            frames = await router.recv_multipart(copy=False)
+            try:
+                self._perform(self.state.on_backend(frames[0].bytes, frames[1:], self._clock()))
+            except Exception:
+                logger.exception("a message from a worker could not be routed")
+
+    async def _tick_loop(self) -> None:
+        while True:
+            now = self._clock()
+            timer = self.state.timer()
+            if now >= timer or timer - now > self._interval:  # due, or the clock stepped back
+                self._perform(self.state.on_tick(now))
+                if self.on_stats is not None:
+                    self.on_stats(self.state.stats())
+                timer = self.state.timer()
+            await asyncio.sleep(max(0.01, min(self._interval, timer - self._clock())))
+
+    def _perform(self, actions: list[Action]) -> None:
+        perform(self.state, actions, self._send, self._faults, self._clock)
+
+    def _send(self, action: SendToWorker | SendToAcceptor) -> None:
+        if isinstance(action, SendToAcceptor):
+            self._deliver([b"", *(_buffer(part) for part in action.frames)])
+            return
+        router = self._backend
+        if router is None:  # closed: the acceptor fails what is pending itself
+            return
+        parts: list[Any] = [action.worker, b"", *action.frames]
+        router.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+
+
+def _buffer(part: Part) -> Any:
+    """A frame's bytes without a copy (zmq.Frame.buffer), or the bytes packed here."""
+    return part if isinstance(part, bytes) else cast("zmq.Frame", part).buffer
