@@ -303,9 +303,10 @@ def test_one_acceptor_routes_to_the_workers_itself(serve: Callable[..., Serve], 
     cluster = serve(2, 1, "--metrics-port", str(metrics_port))
     assert cluster.pids("broker") == []
     assert len(cluster.pids("workers")) == 2
-    paths = write_datasets(make_datasets(patients=2, studies=1, series=1, instances=10), tmp_path)
+    folder = tmp_path / "in"
+    paths = write_datasets(make_datasets(patients=2, studies=1, series=1, instances=10), folder)
     result = run_tool(
-        ["storescu", "-v", "127.0.0.1", cluster.port, "+sd", tmp_path], timeout=PATIENCE
+        ["storescu", "-v", "127.0.0.1", cluster.port, "+sd", folder], timeout=PATIENCE
     )
     assert result.returncode == 0, result.output[-2000:]
     assert storescu_stored(result.output) == {path.stem for path in paths}

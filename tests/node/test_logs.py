@@ -338,12 +338,13 @@ def test_every_role_takes_the_option_and_serve_passes_it_on(tmp_path):
             bind="127.0.0.1",
             data_dir=str(tmp_path),
             workers=1,
+            acceptors=2,
             log_format="json",
             runtime_dir=str(tmp_path / "run"),
         )
     )
     commands = [role.command for role in cluster._commands()]
-    assert len(commands) == 3  # broker, worker, acceptor
+    assert len(commands) == 4  # broker, worker, two acceptors (one would route itself)
     for command in commands:
         index = command.index("--log-format")
         assert command[index + 1] == "json"
