@@ -1,17 +1,23 @@
 # The worker process: takes DIMSE requests from the broker and runs the service handlers.
 #
-# Rules: one ZeroMQ context per process; the DEALER socket to the broker is used only by the
-# main loop thread. Handlers run on a thread pool (as many threads as credits granted to the
-# broker); they talk back through a thread-local PUSH socket to an inproc PULL the main loop
-# forwards from, so no socket is shared between threads. Heartbeats both ways (Paranoid
-# Pirate): a silent broker makes the worker reconnect with a fresh socket and announce itself
-# again. Every request ends with one final reply (workers.service guarantees it) or an `error`.
+# Rules: one ZeroMQ context per process and one DEALER socket to the broker, shared by the
+# main loop and the handler threads under one lock (a ZeroMQ socket may move between threads
+# given a full memory barrier, which the lock is; nobody touches it without the lock). The
+# main loop waits on the socket's ZMQ_FD with an OS poll, outside the lock, then receives
+# under it; handler threads (as many as credits granted to the broker) send their replies on
+# it directly, no hop through the main thread. Because ZMQ_FD is edge-triggered, whoever
+# releases the lock after using the socket checks ZMQ_EVENTS and, when a message waits, wakes
+# the main loop through a pipe. Heartbeats both ways (Paranoid Pirate): a silent broker makes
+# the worker reconnect with a fresh socket and announce itself again. Every request ends with
+# one final reply (workers.service guarantees it) or an `error`.
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import logging
 import os
+import select
 import socket
 import stat
 import threading
@@ -61,35 +67,64 @@ class WorkerConfig:
     curve: dict[str, bytes] | None = None
 
 
-class _Outbox:
-    """Thread-local PUSH sockets feeding the main loop's inproc PULL."""
+class _Link:
+    """The DEALER socket to the broker, used by any thread under `lock`, and the pipe that
+    wakes the main loop when a message waits that its poll on ZMQ_FD may not see."""
 
-    def __init__(self, context: zmq.Context[Any], endpoint: str) -> None:
-        self.context = context
-        self.endpoint = endpoint
-        self.local = threading.local()
-        self.sockets: list[zmq.Socket[Any]] = []
+    def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.socket: zmq.Socket[Any] | None = None
+        self._wake_reader, self._wake_writer = os.pipe()
+        os.set_blocking(self._wake_reader, False)
+        os.set_blocking(self._wake_writer, False)
+
+    @property
+    def wake_fd(self) -> int:
+        return self._wake_reader
 
     def send(self, frames: list[Any]) -> None:
-        sock = getattr(self.local, "socket", None)
-        if sock is None:
-            sock = self.context.socket(zmq.PUSH)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(self.endpoint)
-            self.local.socket = sock
-            with self.lock:
-                self.sockets.append(sock)
+        """Send one message (dropped once the link is closed), from any thread."""
         large = any(
             isinstance(f, bytes | memoryview) and len(f) > wire.ZERO_COPY_THRESHOLD for f in frames
         )
-        sock.send_multipart(frames, copy=not large)
+        with self.lock:
+            sock = self.socket
+            if sock is None:
+                return
+            sock.send_multipart(frames, copy=not large)
+            waiting = bool(int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
+        if waiting:
+            self.wake()
+
+    def receive_all(self) -> list[list[zmq.Frame]]:
+        """Every message waiting on the socket now (the main loop, after its poll)."""
+        messages: list[list[zmq.Frame]] = []
+        with self.lock:
+            sock = self.socket
+            while sock is not None and int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+                messages.append(sock.recv_multipart(zmq.NOBLOCK, copy=False))
+        return messages
+
+    def wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # full: a wake-up is pending already
+            os.write(self._wake_writer, b"\0")
+
+    def drain_wakes(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake_reader, 4096):
+                pass
+
+    def replace(self, sock: zmq.Socket[Any] | None) -> None:
+        """Use `sock` from now on (a reconnect; None: closed); the old one is closed."""
+        with self.lock:
+            old, self.socket = self.socket, sock
+        if old is not None:
+            old.close(0)
 
     def close(self) -> None:
-        with self.lock:
-            for sock in self.sockets:
-                sock.close(0)
-            self.sockets.clear()
+        self.replace(None)
+        os.close(self._wake_reader)
+        os.close(self._wake_writer)
 
 
 class WorkerChannel(QueuingChannel):
@@ -263,8 +298,8 @@ class Worker:
         self.config = config
         self.handlers = handlers
         self.context: zmq.Context[Any] = zmq.Context()
-        self.outbox_endpoint = f"inproc://outbox-{uuid.uuid4().hex}"
-        self.outbox = _Outbox(self.context, self.outbox_endpoint)
+        #: The socket to the broker, shared by the main loop and the handler threads.
+        self.outbox = _Link()
         self.channels: dict[tuple[str, int, int], WorkerChannel] = {}
         self._suboperation_ids = itertools.count(1)
         self._waiters: dict[int, _Waiter] = {}
@@ -315,18 +350,18 @@ class Worker:
             sock.curve_publickey = curve["public"]
             sock.curve_serverkey = curve["server"]
         sock.connect(self.config.broker)
-        sock.send_multipart([b"", wire.pack_envelope(wire.READY, credits=self.config.threads)])
+        self.outbox.replace(sock)
+        self.outbox.send([b"", wire.pack_envelope(wire.READY, credits=self.config.threads)])
         return sock
 
     def run(self) -> None:
         config = self.config
-        inbox = self.context.socket(zmq.PULL)
-        inbox.bind(self.outbox_endpoint)
+        link_out = self.outbox
         sock = self._connect()
         pool = ThreadPoolExecutor(config.threads, thread_name_prefix="dicomnode-worker")
-        poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
-        poller.register(inbox, zmq.POLLIN)
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        poller.register(link_out.wake_fd, select.POLLIN)
         interval = config.heartbeat_interval
         link = self.link = Liveness.starting(interval, config.heartbeat_liveness, time.monotonic())
         log.info("worker %s connected to %s", config.identity, config.broker)
@@ -339,39 +374,29 @@ class Worker:
                     drain_until = time.monotonic() + config.drain_timeout
                     log.info("worker stopping: %d request(s) to finish", len(self.channels))
                     # no credits left: the broker sends nothing new while we finish
-                    sock.send_multipart([b"", wire.pack_envelope(wire.READY, credits=0)])
+                    link_out.send([b"", wire.pack_envelope(wire.READY, credits=0)])
                 if drain_until is not None and (
                     (not self.channels and not self.streams) or time.monotonic() > drain_until
                 ):
                     break
-                events = dict(poller.poll(int(interval * 1000 / 2)))
+                if poller.poll(int(interval * 1000 / 2)):
+                    link_out.drain_wakes()
                 now = time.monotonic()
-                if inbox in events:
-                    while True:
-                        try:
-                            frames = inbox.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        sock.send_multipart(frames, copy=False)
-                if sock in events:
+                messages = link_out.receive_all()
+                if messages:
                     link.heard(now)
-                    while True:
-                        try:
-                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        if drain_until is None:
-                            self._on_message(frames, pool)
-                        else:  # draining: only cancels and sub-operation statuses still matter
-                            self._on_message(frames, pool, draining=True)
+                for frames in messages:
+                    if drain_until is None:
+                        self._on_message(frames, pool)
+                    else:  # draining: only cancels and sub-operation statuses still matter
+                        self._on_message(frames, pool, draining=True)
                 if link.heartbeat_due(now):
-                    sock.send_multipart([b"", wire.pack_envelope(wire.HEARTBEAT)])
+                    link_out.send([b"", wire.pack_envelope(wire.HEARTBEAT)])
                 if link.lost(now):
                     log.warning("broker silent for %.1f s: reconnecting", link.silent_for(now))
-                    poller.unregister(sock)
-                    sock.close(0)
-                    sock = self._connect()
-                    poller.register(sock, zmq.POLLIN)
+                    poller.unregister(sock.fileno())
+                    sock = self._connect()  # the link closes the old socket
+                    poller.register(sock.fileno(), select.POLLIN)
                     self.reconnects += 1
                     link.reconnected(now)
         finally:
@@ -384,8 +409,6 @@ class Worker:
                 for waiter in self._waiters.values():
                     waiter.event.set()
             pool.shutdown(wait=True, cancel_futures=True)
-            sock.close(0)
-            inbox.close(0)
             self.outbox.close()
             self.context.term()
 

@@ -26,7 +26,7 @@ from broker import wire
 from broker.embedded import EmbeddedBroker
 from broker.liveness import Liveness
 from node.dimse.commands import decode_command, encode_command
-from node.dimse.messages import CStoreRQ, failure_response
+from node.dimse.messages import CommandField, CStoreRQ, failure_response
 from node.dimse.status import Status, StorageStatus
 from node.observability import HANDOFFS, set_broker_gauges
 from node.part10 import (
@@ -329,10 +329,7 @@ class ZmqDispatcher:
             peer_address=association.peer_address,
             peer_port=association.peer_port,
             deadline=deadline,
-            storage_contexts=[
-                [c.context_id, c.abstract_syntax, c.transfer_syntax]
-                for c in association.storage_contexts
-            ],
+            storage_contexts=self._storage_contexts(request),
             user_identity_type=association.user_identity_type,
             username=association.username,
             sop_class_extended=[list(item) for item in association.sop_class_extended],
@@ -342,6 +339,18 @@ class ZmqDispatcher:
         dataset = b"" if key in self.handoffs else request.dataset or b""
         self.pending[key] = (request, sink, time.monotonic() + timeout)
         self.send_frames([b"", envelope, encode_command(request.command), dataset])
+
+    @staticmethod
+    def _storage_contexts(request: ServiceRequest) -> list[list[object]]:
+        """The association's storage contexts, for a C-GET only (its sub-operations go out
+        on them): an SCU such as storescu proposes ~120, which would make every other
+        request's envelope 6 KB to pack, route and unpack (~80 us per request in a microbenchmark)."""
+        if request.command.COMMAND_FIELD != CommandField.C_GET_RQ:
+            return []
+        return [
+            [c.context_id, c.abstract_syntax, c.transfer_syntax]
+            for c in request.association.storage_contexts
+        ]
 
     def _handoff(
         self, key: tuple[int, int], request: ServiceRequest, spool: tuple[Path, int] | None

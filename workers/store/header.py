@@ -16,6 +16,10 @@ _UINT32: Final = struct.Struct("<I")
 _LONG_VRS: Final = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"}
 )
+#: Tag, VR and 16-bit length of an explicit VR element; tag and 32-bit length of an implicit
+#: one: one unpack per element on the hot loop of scan().
+_EXPLICIT_HEAD: Final = struct.Struct("<HH2sH")
+_IMPLICIT_HEAD: Final = struct.Struct("<HHI")
 UNDEFINED: Final = 0xFFFFFFFF
 ITEM: Final = 0xFFFEE000
 ITEM_END: Final = 0xFFFEE00D
@@ -77,12 +81,29 @@ def scan(
     """Raw values of the `wanted` top-level tags, reading no element past tag `last`; None
     when the data set needs pydicom (see the module comment)."""
     view = memoryview(data)
+    size = len(view)
     found: dict[int, bytes] = {}
     offset = 0
     previous = -1
     try:
-        while offset < len(view):
-            tag, start, length = _element(view, offset, explicit)
+        while offset < size:
+            if offset + 8 > size:
+                return None
+            start = offset + 8
+            if not explicit:
+                group, number, length = _IMPLICIT_HEAD.unpack_from(view, offset)
+            else:
+                group, number, vr, length = _EXPLICIT_HEAD.unpack_from(view, offset)
+                if group == 0xFFFE:  # an item or delimiter: 4-byte length, no VR
+                    length = _UINT32.unpack_from(view, offset + 4)[0]
+                elif vr in _LONG_VRS:
+                    if offset + 12 > size:
+                        return None
+                    length = _UINT32.unpack_from(view, start)[0]
+                    start += 4
+                elif not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
+                    return None  # not explicit VR after all: let pydicom work it out
+            tag = (group << 16) | number
             if tag <= previous:
                 return None  # out of order: not a data set we can trust this scan with
             previous = tag
@@ -92,7 +113,7 @@ def scan(
                 offset = _skip_undefined(view, start, explicit, SEQUENCE_END)
                 continue
             end = start + length
-            if end > len(view):
+            if end > size:
                 return None
             if tag in wanted or tag == SPECIFIC_CHARACTER_SET:
                 found[tag] = bytes(view[start:end])
