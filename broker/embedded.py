@@ -9,17 +9,19 @@
 # asyncio loop. Workers connect to `backend` as to a broker and cannot tell the difference.
 # Messages for the acceptor are handed to `deliver` synchronously, as the frames
 # `[b"", envelope, command?, dataset?]` a DEALER would have received. Sends never block
-# (NOBLOCK + ROUTER_MANDATORY): a worker that is gone or full is reported to the state.
+# (NOBLOCK + ROUTER_MANDATORY): a worker that is gone or full is reported to the state. The
+# socket is a plain (not zmq.asyncio) socket used only on the loop's thread: the loop watches
+# its ZMQ_FD (add_reader), and because that descriptor is edge-triggered every send is
+# followed by a look at ZMQ_EVENTS, so a message the send let in is still read.
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import zmq
-import zmq.asyncio
 
 from broker.routing import BrokerState, SendToAcceptor, SendToWorker
 from broker.server import FaultLog, perform
@@ -30,6 +32,9 @@ if TYPE_CHECKING:
     from broker.actions import Action, Part
 
 logger = logging.getLogger("dicomnode.broker.embedded")
+
+#: Messages read from the workers' socket before the loop gets a turn.
+BATCH: Final = 64
 
 
 class EmbeddedBroker:
@@ -59,14 +64,17 @@ class EmbeddedBroker:
         )
         #: Called with state.stats() after every tick (the broker gauges), or None.
         self.on_stats: Callable[[dict[str, object]], None] | None = None
-        self._context: zmq.asyncio.Context | None = None
-        self._backend: zmq.asyncio.Socket | None = None
+        self._context: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._backend: zmq.Socket[bytes] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: A read of the socket is scheduled or running: sends need not schedule another.
+        self._reading = False
         self._tasks: list[asyncio.Task[None]] = []
         self._faults = FaultLog(clock)
 
     async def start(self) -> str:
         """Bind the workers' socket and start reading it; returns the bound endpoint."""
-        self._context = zmq.asyncio.Context()
+        self._context = zmq.Context()
         router = self._context.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 0)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -77,10 +85,9 @@ class EmbeddedBroker:
             make_server(router, self._curve)
         router.bind(self.backend_endpoint)
         self._backend = router
-        self._tasks = [
-            asyncio.create_task(self._read_loop()),
-            asyncio.create_task(self._tick_loop()),
-        ]
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(router.fileno(), self._read)
+        self._tasks = [asyncio.create_task(self._tick_loop())]
         endpoint: str = router.getsockopt_string(zmq.LAST_ENDPOINT)
         logger.info("routing to workers on %s (embedded broker)", endpoint)
         return endpoint
@@ -93,6 +100,8 @@ class EmbeddedBroker:
                 await task
         self._tasks = []
         if self._backend is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self._backend.fileno())
             self._backend.close(0)
             self._backend = None
         if self._context is not None:
@@ -103,15 +112,24 @@ class EmbeddedBroker:
         """A message from the acceptor `identity` (`[b"", envelope, ...]`, as a DEALER sends)."""
         self._perform(self.state.on_frontend(identity, frames, self._clock()))
 
-    async def _read_loop(self) -> None:
+    def _read(self) -> None:
+        """Route what the workers sent, a batch at a time (the loop gets a turn between)."""
         router = self._backend
-        assert router is not None  # noqa: S101 - start() binds it
-        while True:
-            frames = await router.recv_multipart(copy=False)
-            try:
-                self._perform(self.state.on_backend(frames[0].bytes, frames[1:], self._clock()))
-            except Exception:
-                logger.exception("a message from a worker could not be routed")
+        self._reading = True
+        try:
+            for _ in range(BATCH):
+                if router is None or not _waiting(router):
+                    return
+                frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
+                try:
+                    self._perform(self.state.on_backend(frames[0].bytes, frames[1:], self._clock()))
+                except Exception:
+                    logger.exception("a message from a worker could not be routed")
+            if self._loop is not None:  # more to read: after the loop's other work
+                self._loop.call_soon(self._read)
+                return
+        finally:
+            self._reading = False
 
     async def _tick_loop(self) -> None:
         while True:
@@ -135,7 +153,16 @@ class EmbeddedBroker:
         if router is None:  # closed: the acceptor fails what is pending itself
             return
         parts: list[Any] = [action.worker, b"", *action.frames]
-        router.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+        try:
+            router.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+        finally:  # the send may have taken the descriptor's edge for a waiting message
+            if not self._reading and self._loop is not None and _waiting(router):
+                self._reading = True
+                self._loop.call_soon(self._read)
+
+
+def _waiting(router: zmq.Socket[bytes]) -> bool:
+    return bool(int(router.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
 
 
 def _buffer(part: Part) -> Any:
