@@ -307,6 +307,8 @@ class Worker:
         self._stop = threading.Event()
         self.handled = 0
         self.reconnects = 0
+        #: Messages found only when the poll timed out: a wake-up was lost (must stay 0).
+        self.late_reads = 0
         self.link = Liveness.starting(
             config.heartbeat_interval, config.heartbeat_liveness, time.monotonic()
         )
@@ -379,12 +381,14 @@ class Worker:
                     (not self.channels and not self.streams) or time.monotonic() > drain_until
                 ):
                     break
-                if poller.poll(int(interval * 1000 / 2)):
+                woken = bool(poller.poll(int(interval * 1000 / 2)))
+                if woken:
                     link_out.drain_wakes()
                 now = time.monotonic()
                 messages = link_out.receive_all()
                 if messages:
                     link.heard(now)
+                    self.late_reads += not woken
                 for frames in messages:
                     if drain_until is None:
                         self._on_message(frames, pool)

@@ -1,0 +1,80 @@
+# The worker's one socket to the broker (workers.runtime._Link): the main loop waits on its
+# ZMQ_FD, handler threads reply on it under a lock, and whoever used it last wakes the main
+# loop when a message waits, since ZMQ_FD is edge-triggered. A lost wake-up would leave a
+# request unread until the poll times out: `late_reads` counts those, and must stay 0 while
+# requests and replies cross all the time.
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+import zmq
+
+from broker import wire
+from node.dimse.commands import decode_command, encode_command
+from node.dimse.messages import CEchoRQ
+from tests.synthetic import PATIENCE
+from workers.handlers.common import Handlers
+from workers.runtime import Worker, WorkerConfig
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+VERIFICATION = "1.2.840.10008.1.1"
+
+
+def _echo(message_id: int) -> list[bytes]:
+    envelope = wire.pack_envelope(
+        wire.REQUEST,
+        acceptor="acc",
+        assoc_id=1,
+        msg_id=message_id,
+        command_field=0x0030,
+        ctx_id=1,
+        sop_class=VERIFICATION,
+        ts_uid="1.2.840.10008.1.2",
+        calling_aet="SCU",
+        called_aet="SCP",
+        deadline=None,
+    )
+    command = CEchoRQ(message_id=message_id, affected_sop_class_uid=VERIFICATION)
+    return [b"", envelope, encode_command(command), b""]
+
+
+def test_requests_and_replies_crossing_on_the_shared_socket_lose_no_wake_up(tmp_path: Path):
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    endpoint = f"ipc://{tmp_path}/backend"
+    router.bind(endpoint)
+    # a long heartbeat: the main loop's poll times out only every 5 s, so a lost wake-up
+    # would be seen (late_reads) rather than hidden by a heartbeat arriving
+    worker = Worker(WorkerConfig(broker=endpoint, threads=4, heartbeat_interval=10.0), Handlers())
+    thread = threading.Thread(target=worker.run, name="worker", daemon=True)
+    thread.start()
+    try:
+        identity, _, ready = router.recv_multipart()[:3]
+        assert wire.unpack_envelope(ready)["kind"] == wire.READY
+        total, window = 400, 8
+        sent = answered = 0
+        statuses: dict[int, int] = {}
+        while answered < total:
+            while sent < total and sent - answered < window:
+                sent += 1
+                router.send_multipart([identity, *_echo(sent)])
+            assert router.poll(int(PATIENCE * 1000)), "the worker stopped answering"
+            frames = router.recv_multipart()
+            envelope = wire.unpack_envelope(frames[2])
+            if envelope["kind"] != wire.REPLY:
+                continue
+            response = decode_command(frames[3])
+            statuses[int(envelope["msg_id"])] = int(getattr(response, "status", -1))
+            answered += 1
+        assert statuses == dict.fromkeys(range(1, total + 1), 0)
+        assert worker.late_reads == 0
+    finally:
+        worker.stop()
+        thread.join(PATIENCE)
+        router.close(0)
+        context.term()
+    assert not thread.is_alive()
