@@ -1,6 +1,6 @@
 # The side-by-side benchmark suite (issue 9): the same DCMTK client, the same data, against
 # DCMTK storescp (single and --fork), Orthanc, pynetdicom storescp (its own venv) and dicomnode
-# (in-process, and `serve` through acceptor -> broker -> worker -> durable file with 1 and 2
+# (in-process, and `serve` through acceptor -> worker -> durable file with 1 and 2
 # workers). Prints and writes a markdown table with absolute figures and ratios, and for the
 # store rows the server's CPU per stored object (issue 15): user + system seconds of the
 # server's whole process tree (tests/benchmarks/proctree.py: acceptor, broker, workers; the
@@ -291,13 +291,13 @@ def servers(peer_python: Path | None) -> dict[str, Server]:
             "dicomnode-1w",
             "dicomnode serve, 1 worker",
             [*serve, "--workers", "1"],
-            "acceptor->broker->worker, durable",
+            "acceptor->worker (routing in the acceptor), durable",
         ),
         "dicomnode-2w": Server(
             "dicomnode-2w",
             "dicomnode serve, 2 workers",
             [*serve, "--workers", "2"],
-            "acceptor->broker->worker, durable",
+            "acceptor->worker (routing in the acceptor), durable",
         ),
         # what durability costs: the same paths without fsync, as the peers run
         "dicomnode-nofsync": Server(
