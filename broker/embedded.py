@@ -83,7 +83,13 @@ class EmbeddedBroker:
             from broker.curve import make_server
 
             make_server(router, self._curve)
-        router.bind(self.backend_endpoint)
+        try:
+            router.bind(self.backend_endpoint)
+        except zmq.ZMQError:  # a bad or busy endpoint: nothing stays open behind it
+            router.close(0)
+            self._context.term()
+            self._context = None
+            raise
         self._backend = router
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(router.fileno(), self._read)

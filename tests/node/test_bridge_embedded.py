@@ -215,3 +215,20 @@ def test_a_broker_or_a_workers_endpoint_and_no_curve_without_a_broker():
     keys = {"public": b"p", "secret": b"s", "server": b"k"}
     with pytest.raises(ValueError, match="CURVE needs a broker"):
         ZmqDispatcher(workers_endpoint="ipc:///tmp/b", curve=keys)
+
+
+def test_the_acceptor_command_refuses_what_the_embedded_routing_cannot_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    from node.acceptor.main import main
+
+    endpoint = f"ipc://{tmp_path}/workers"
+    assert main(["--workers-endpoint", endpoint, "--processes", "2"]) == 2
+    assert "run a broker for --processes N" in capsys.readouterr().err
+    assert main(["--workers-endpoint", "not-an-endpoint", "--port", "0"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("dicomnode acceptor: cannot use not-an-endpoint")
+    assert "Traceback" not in error
+    with pytest.raises(SystemExit):  # argparse: one or the other
+        main(["--workers-endpoint", endpoint, "--broker", endpoint])
+    assert "not allowed with argument" in capsys.readouterr().err
