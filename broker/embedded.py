@@ -12,7 +12,8 @@
 # (NOBLOCK + ROUTER_MANDATORY): a worker that is gone or full is reported to the state. The
 # socket is a plain (not zmq.asyncio) socket used only on the loop's thread: the loop watches
 # its ZMQ_FD (add_reader), and because that descriptor is edge-triggered every send is
-# followed by a look at ZMQ_EVENTS, so a message the send let in is still read.
+# followed by a look at ZMQ_EVENTS, so a message the send let in is still read. No CURVE
+# here: deployments that encrypt run a broker process.
 from __future__ import annotations
 
 import asyncio
@@ -27,7 +28,7 @@ from broker.routing import BrokerState, SendToAcceptor, SendToWorker
 from broker.server import FaultLog, perform
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from broker.actions import Action, Part
 
@@ -48,14 +49,12 @@ class EmbeddedBroker:
         heartbeat_interval: float = 1.0,
         heartbeat_liveness: int = 3,
         max_queue: int = 10_000,
-        curve: dict[str, bytes] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.backend_endpoint = backend
         self._deliver = deliver
         self._clock = clock
         self._interval = heartbeat_interval
-        self._curve = curve
         self.state = BrokerState(
             heartbeat_interval=heartbeat_interval,
             heartbeat_liveness=heartbeat_liveness,
@@ -79,10 +78,6 @@ class EmbeddedBroker:
         router.setsockopt(zmq.LINGER, 0)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a worker that reconnects keeps its identity
-        if self._curve is not None:
-            from broker.curve import make_server
-
-            make_server(router, self._curve)
         try:
             router.bind(self.backend_endpoint)
         except zmq.ZMQError:  # a bad or busy endpoint: nothing stays open behind it
@@ -114,7 +109,7 @@ class EmbeddedBroker:
             self._context.term()
             self._context = None
 
-    def send(self, identity: bytes, frames: list[Part]) -> None:
+    def send(self, identity: bytes, frames: Sequence[Part]) -> None:
         """A message from the acceptor `identity` (`[b"", envelope, ...]`, as a DEALER sends)."""
         self._perform(self.state.on_frontend(identity, frames, self._clock()))
 

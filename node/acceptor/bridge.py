@@ -229,7 +229,7 @@ class ZmqDispatcher:
         assert self.context is not None  # noqa: S101 - start() creates it
         assert self.broker is not None  # noqa: S101 - only without the embedded routing
         sock = self.context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.IDENTITY, self.acceptor_id.encode())
+        sock.setsockopt(zmq.IDENTITY, self._identity)
         sock.setsockopt(zmq.LINGER, 0)
         if self.curve:
             sock.curve_secretkey = self.curve["secret"]
@@ -429,7 +429,7 @@ class ZmqDispatcher:
 
     def send_frames(self, frames: list[bytes]) -> None:
         if self.embedded is not None:  # routed here: queued by the state when no worker has credit
-            self.embedded.send(self._identity, list(frames))
+            self.embedded.send(self._identity, frames)
             return
         sock = self.socket
         if sock is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import zmq
@@ -19,34 +19,16 @@ from broker import wire
 from node.acceptor.bridge import ZmqDispatcher
 from node.dimse.commands import decode_command, encode_command
 from node.dimse.messages import CStoreRQ, CStoreRSP
-from node.dispatch import AssociationInfo, ServiceRequest
+from node.dispatch import ServiceRequest
+from tests.node.bridge_fakes import CT, Sink, as_sink, association
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
-    from node.dispatch import ReplySink
 
-CT = "1.2.840.10008.5.1.4.1.1.2"
 INTERVAL = 0.05
-ASSOCIATION = AssociationInfo(
-    assoc_id=3,
-    calling_ae_title="MODALITY",
-    called_ae_title="ARCHIVE",
-    peer_address="127.0.0.1",
-    peer_port=1234,
-    local_ae_title="ARCHIVE",
-)
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.responses: list[tuple[int, Any, bool]] = []
-
-    def send_response(
-        self, request: ServiceRequest, response: Any, dataset: Any, final: bool
-    ) -> None:
-        self.responses.append((request.message_id, response, final))
+ASSOCIATION = association(3)
 
 
 def _store(message_id: int) -> ServiceRequest:
@@ -151,7 +133,7 @@ def test_requests_go_straight_to_workers_with_credit_and_wait_for_one(tmp_path: 
             await until(lambda: dispatcher.live_workers == 2, "the routing to count two workers")
             assert dispatcher.readiness() == (True, "ready: 2 worker(s)")
             for message_id in (1, 2, 3):
-                dispatcher.submit(_store(message_id), cast("ReplySink", sink))
+                dispatcher.submit(_store(message_id), as_sink(sink))
             await until(
                 lambda: len(first.requests()) + len(second.requests()) == 2, "two requests out"
             )
@@ -187,7 +169,7 @@ def test_a_silent_workers_store_is_retried_on_another_and_cancel_reaches_the_wor
             doomed = FakeWorker(context, endpoint, b"w-doomed")
             await doomed.ready(1)
             await until(lambda: dispatcher.live_workers == 1, "the first worker")
-            dispatcher.submit(_store(1), cast("ReplySink", sink))
+            dispatcher.submit(_store(1), as_sink(sink))
             await until(lambda: len(doomed.requests()) == 1, "the request on the first worker")
             doomed.beating = False  # it hangs: heartbeat liveness buries it
             spare = FakeWorker(context, endpoint, b"w-spare")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 import zmq
 import zmq.asyncio
@@ -18,37 +18,15 @@ from broker import wire
 from node.acceptor.bridge import HANDOFF_THRESHOLD, ZmqDispatcher
 from node.dimse.commands import decode_command, encode_command
 from node.dimse.messages import CEchoRQ, CStoreRQ, CStoreRSP
-from node.dispatch import AssociationInfo, ServiceRequest
+from node.dispatch import ServiceRequest
 from node.part10 import HANDOFF_PREFIX
+from tests.node.bridge_fakes import CT, Sink, as_sink, association
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from node.dispatch import ReplySink
 
-CT = "1.2.840.10008.5.1.4.1.1.2"
-ASSOCIATION = AssociationInfo(
-    assoc_id=7,
-    calling_ae_title="MODALITY",
-    called_ae_title="ARCHIVE",
-    peer_address="127.0.0.1",
-    peer_port=1234,
-    local_ae_title="ARCHIVE",
-)
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.responses: list[tuple[int, Any, bool]] = []
-
-    def send_response(
-        self, request: ServiceRequest, response: Any, dataset: Any, final: bool
-    ) -> None:
-        self.responses.append((request.message_id, response, final))
-
-
-def _sink(sink: Sink) -> ReplySink:
-    return cast("ReplySink", sink)  # only send_response is called here
+ASSOCIATION = association(7)
 
 
 def _store(message_id: int, size: int) -> ServiceRequest:
@@ -91,13 +69,14 @@ def test_large_store_data_sets_go_as_spools_and_the_acceptor_cleans_up_its_own(t
         async with fake_broker(tmp_path, spools) as (router, dispatcher):
             received: list[tuple[wire.Envelope, bytes, bytes]] = []
             dispatcher.submit(
-                _store(1, HANDOFF_THRESHOLD), _sink(sink)
+                _store(1, HANDOFF_THRESHOLD), as_sink(sink)
             )  # at the threshold: a spool
-            dispatcher.submit(_store(2, HANDOFF_THRESHOLD - 256), _sink(sink))  # below: by socket
-            dispatcher.submit(_store(3, 4 * HANDOFF_THRESHOLD), _sink(sink))  # answered by a worker
+            dispatcher.submit(_store(2, HANDOFF_THRESHOLD - 256), as_sink(sink))  # below: by socket
+            # answered by a worker
+            dispatcher.submit(_store(3, 4 * HANDOFF_THRESHOLD), as_sink(sink))
             echo = CEchoRQ(message_id=4, affected_sop_class_uid="1.2.840.10008.1.1")
             dispatcher.submit(
-                ServiceRequest(ASSOCIATION, 3, echo.affected_sop_class_uid, "", echo), _sink(sink)
+                ServiceRequest(ASSOCIATION, 3, echo.affected_sop_class_uid, "", echo), as_sink(sink)
             )
             identity = b""
             while len(received) < 4:
@@ -157,7 +136,7 @@ def test_without_a_usable_directory_data_sets_go_by_socket(tmp_path: Path):
     async def main() -> tuple[wire.Envelope, bytes]:
         async with fake_broker(tmp_path, blocker) as (router, dispatcher):
             assert dispatcher.handoff_directory is None
-            dispatcher.submit(_store(1, 2 * HANDOFF_THRESHOLD), _sink(Sink()))
+            dispatcher.submit(_store(1, 2 * HANDOFF_THRESHOLD), as_sink(Sink()))
             while True:
                 frames = await asyncio.wait_for(router.recv_multipart(), 5)
                 envelope = wire.unpack_envelope(frames[2])
@@ -178,11 +157,11 @@ def test_a_streamed_data_set_is_written_into_a_spool_and_its_request_leaves_at_t
     async def main() -> tuple[list[wire.Envelope], list[Path], list[Path], bytes]:
         async with fake_broker(tmp_path, spools) as (router, dispatcher):
             request = _store(1, 0)
-            stream = dispatcher.open_stream(request, _sink(Sink()))
+            stream = dispatcher.open_stream(request, as_sink(Sink()))
             for chunk in chunks[:-1]:
                 assert stream.write(chunk, False) is False  # written: no need to pause
             while_streaming = sorted(spools.iterdir())
-            refused = dispatcher.open_stream(_store(2, 0), _sink(Sink()))
+            refused = dispatcher.open_stream(_store(2, 0), as_sink(Sink()))
             refused.write(chunks[0], False)
             refused.discard()  # e.g. the association ended mid-stream: its spool goes
             stream.write(chunks[-1], True)

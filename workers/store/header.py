@@ -10,14 +10,12 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-_TAG: Final = struct.Struct("<HH")
-_UINT16: Final = struct.Struct("<H")
 _UINT32: Final = struct.Struct("<I")
 _LONG_VRS: Final = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"}
 )
 #: Tag, VR and 16-bit length of an explicit VR element; tag and 32-bit length of an implicit
-#: one: one unpack per element on the hot loop of scan().
+#: one: one unpack per element.
 _EXPLICIT_HEAD: Final = struct.Struct("<HH2sH")
 _IMPLICIT_HEAD: Final = struct.Struct("<HHI")
 UNDEFINED: Final = 0xFFFFFFFF
@@ -39,24 +37,25 @@ class _UnsupportedError(Exception):
 
 
 def _element(data: memoryview, offset: int, explicit: bool) -> tuple[int, int, int]:
-    """(tag, value offset, value length) of the element at `offset`."""
+    """(tag, value offset, value length) of the element at `offset` (one unpack of its head:
+    this runs once per element of every stored object)."""
     size = len(data)
     if offset + 8 > size:
         raise _UnsupportedError
-    group, number = _TAG.unpack_from(data, offset)
+    if not explicit:
+        group, number, length = _IMPLICIT_HEAD.unpack_from(data, offset)
+        return (group << 16) | number, offset + 8, length
+    group, number, vr, length = _EXPLICIT_HEAD.unpack_from(data, offset)
     tag = (group << 16) | number
     if group == 0xFFFE:  # item and delimiters: always 4-byte length, no VR
         return tag, offset + 8, _UINT32.unpack_from(data, offset + 4)[0]
-    if not explicit:
-        return tag, offset + 8, _UINT32.unpack_from(data, offset + 4)[0]
-    vr = bytes(data[offset + 4 : offset + 6])
-    if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
-        raise _UnsupportedError  # not explicit VR after all: let pydicom work it out
     if vr in _LONG_VRS:
         if offset + 12 > size:
             raise _UnsupportedError
         return tag, offset + 12, _UINT32.unpack_from(data, offset + 8)[0]
-    return tag, offset + 8, _UINT16.unpack_from(data, offset + 6)[0]
+    if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
+        raise _UnsupportedError  # not explicit VR after all: let pydicom work it out
+    return tag, offset + 8, length
 
 
 def _skip_undefined(data: memoryview, offset: int, explicit: bool, end_tag: int) -> int:
@@ -87,23 +86,7 @@ def scan(
     previous = -1
     try:
         while offset < size:
-            if offset + 8 > size:
-                return None
-            start = offset + 8
-            if not explicit:
-                group, number, length = _IMPLICIT_HEAD.unpack_from(view, offset)
-            else:
-                group, number, vr, length = _EXPLICIT_HEAD.unpack_from(view, offset)
-                if group == 0xFFFE:  # an item or delimiter: 4-byte length, no VR
-                    length = _UINT32.unpack_from(view, offset + 4)[0]
-                elif vr in _LONG_VRS:
-                    if offset + 12 > size:
-                        return None
-                    length = _UINT32.unpack_from(view, start)[0]
-                    start += 4
-                elif not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
-                    return None  # not explicit VR after all: let pydicom work it out
-            tag = (group << 16) | number
+            tag, start, length = _element(view, offset, explicit)
             if tag <= previous:
                 return None  # out of order: not a data set we can trust this scan with
             previous = tag
