@@ -298,3 +298,67 @@ def test_a_series_directory_first_seen_has_its_entry_made_durable(tmp_path, monk
     for number in (2, 3):
         put(other, f"{GOOD_SOP}.{number}")
     assert synced == [GOOD_STUDY, "objects", GOOD_SERIES, GOOD_SERIES]
+
+
+def _record_fsync_and_rename(monkeypatch) -> list[str]:
+    """What the store does to files, in order: ("fsync", "replace", "dir")."""
+    import os
+
+    steps: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(descriptor):
+        steps.append("fsync")
+        return real_fsync(descriptor)
+
+    def replace(source, target):
+        steps.append("replace")
+        return real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(FileStore, "_fsync_directory", staticmethod(lambda d: steps.append("dir")))
+    return steps
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_new_object_is_renamed_then_fsynced_and_a_replacement_fsynced_first(
+    tmp_path, monkeypatch, streamed
+):
+    # New: one journal commit covers data and name (the fsync after the rename); a
+    # replacement keeps fsync-before-rename so the earlier copy survives a power loss whole.
+    from workers.store.spool import Spool
+
+    files = FileStore(tmp_path, fsync=True)
+    put(files, GOOD_SOP + ".0")  # the series directory exists: its fsyncs are not counted
+
+    def store_one(sop: str) -> StoredObject:
+        if not streamed:
+            return put(files, sop)
+        data = raw_dataset(sop, GOOD_STUDY, GOOD_SERIES, ExplicitVRLittleEndian)
+        spool = Spool(files.spool_directory, CT_IMAGE_STORAGE, sop, ExplicitVRLittleEndian)
+        spool.write(data)
+        return files.adopt(spool.close(), sop, ExplicitVRLittleEndian, len(spool.header))
+
+    steps = _record_fsync_and_rename(monkeypatch)
+    new = store_one(GOOD_SOP)
+    assert (steps, new.replaced) == (["replace", "fsync", "dir"], False)
+    steps.clear()
+    again = store_one(GOOD_SOP)
+    assert (steps, again.replaced) == (["fsync", "replace", "dir"], True)
+
+
+def test_a_new_object_whose_fsync_fails_is_removed_and_the_error_raised(tmp_path, monkeypatch):
+    import os
+
+    files = FileStore(tmp_path, fsync=True)
+    put(files, GOOD_SOP + ".0")
+
+    def failing_fsync(descriptor):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="Input/output"):
+        put(files, GOOD_SOP)
+    names = sorted(p.name for p in (tmp_path / "objects" / GOOD_STUDY / GOOD_SERIES).iterdir())
+    assert names == [GOOD_SOP + ".0.dcm"]  # neither the new name nor a temporary is left
