@@ -2,7 +2,8 @@
 # AE's configuration (one snapshot per association for the policy, so changes to a running AE
 # apply to the next association), and the association hooks that call the AE's callbacks.
 #
-# Rules: functions of the AE, no state of their own; the AE stays the one place the settings
+# Rules: functions of the AE, no state of their own beyond the last policy built (kept while
+# the AE's settings it was built from are unchanged); the AE stays the one place the settings
 # live (pynetdicom's attribute contract).
 from __future__ import annotations
 
@@ -47,6 +48,43 @@ def acceptor_policy(ae: ApplicationEntity) -> AcceptorPolicy:
         maximum_associations_per_aet=ae.maximum_associations_per_aet,
         require_user_identity=ae.require_user_identity,
     )
+
+
+def _policy_inputs(ae: ApplicationEntity) -> tuple[object, ...]:
+    """Everything acceptor_policy reads from the AE, as values (the contexts are frozen)."""
+    return (
+        ae._ae_title,
+        tuple(ae._supported_contexts.values()),
+        ae.maximum_pdu_size,
+        ae.implementation_class_uid,
+        ae.implementation_version_name,
+        ae.require_called_aet,
+        tuple(ae.require_calling_aet),
+        ae.maximum_operations_performed,
+        ae.maximum_operations_invoked,
+        ae.on_async_ops_window,
+        ae.on_sop_class_extended,
+        ae.relational_queries,
+        ae.on_sop_class_common_extended,
+        ae.on_user_identity is not None or evt.EVT_USER_ID in ae._event_handlers,
+        tuple((title, tuple(networks)) for title, networks in ae.calling_aet_networks.items()),
+        ae.maximum_associations_per_aet,
+        ae.require_user_identity,
+    )
+
+
+def current_policy(ae: ApplicationEntity) -> Callable[[], AcceptorPolicy]:
+    """acceptor_policy(ae) for each association, built again only when what it reads from
+    the AE changed (building and validating it is most of an association's negotiation)."""
+    cached: list[tuple[tuple[object, ...], AcceptorPolicy]] = []
+
+    def policy() -> AcceptorPolicy:
+        inputs = _policy_inputs(ae)
+        if not cached or cached[0][0] != inputs:
+            cached[:] = [(inputs, acceptor_policy(ae))]
+        return cached[0][1]
+
+    return policy
 
 
 def _user_identity_hook(
@@ -106,7 +144,7 @@ def server_settings(
 
     return ServerSettings(
         observer=observer,
-        policy=lambda: acceptor_policy(ae),
+        policy=current_policy(ae),
         dispatcher=dispatcher,
         maximum_associations=ae.maximum_associations,
         acse_timeout=ae.acse_timeout or 30.0,

@@ -55,6 +55,8 @@ class AcceptorServer:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self.associations: set[ServerAssociation] = set()
+        #: The associations of `associations` that were accepted (counted at each request).
+        self.established: set[ServerAssociation] = set()
         self._server: asyncio.Server | None = None
         self._ids = itertools.count(1)
 
@@ -83,13 +85,13 @@ class AcceptorServer:
         return ServerAssociation(self, next(self._ids))
 
     def established_count(self) -> int:
-        return sum(1 for association in self.associations if association.acceptance is not None)
+        return len(self.established)
 
     def established_by_calling_aet(self) -> Counter[str]:
         """Established associations per calling AE title (for the per-title limit)."""
         return Counter(
             association.acceptance.calling_ae_title
-            for association in self.associations
+            for association in self.established
             if association.acceptance is not None
         )
 
@@ -182,13 +184,17 @@ class ServerAssociation(StreamingRequests, AssociationLog, OutgoingRequests, Con
         settings = self.settings
         self.request = request
         AssociationHooks.fire(settings.hooks.requested, self)
+        policy = settings.policy()
         decision = negotiate_as_acceptor(
             request,
-            settings.policy(),
+            policy,
             association_count=self.server.established_count(),
             maximum_associations=settings.maximum_associations,
             peer_address=self.peer_address[0],
-            associations_by_calling_aet=self.server.established_by_calling_aet(),
+            # counted only when a per-title limit asks (a walk over every association)
+            associations_by_calling_aet=self.server.established_by_calling_aet()
+            if policy.maximum_associations_per_aet is not None
+            else None,
         )
         if not isinstance(decision, Acceptance):
             self.log_association("rejected", decision.reason)
@@ -215,6 +221,7 @@ class ServerAssociation(StreamingRequests, AssociationLog, OutgoingRequests, Con
             AssociationHooks.fire(settings.hooks.rejected, self)
             return
         self.acceptance = decision
+        self.server.established.add(self)
         self.peer_maximum_length = decision.peer_maximum_length
         storage: list[StorageContext] = []
         for context in decision.contexts:
@@ -267,6 +274,7 @@ class ServerAssociation(StreamingRequests, AssociationLog, OutgoingRequests, Con
 
     def on_closed(self, reason: str) -> None:
         self.server.associations.discard(self)
+        self.server.established.discard(self)
         if self.acceptance is not None:
             if self.close_reason == "released":
                 self.log_association("released")

@@ -10,9 +10,11 @@
 # raises. Each PDU header is checked (`pdu_length`) before its body is buffered.
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
-from typing import Final, TypeAlias
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 from node.ul.errors import AbortReason, AbortSource, LocalProtocolError, RemoteProtocolError
 from node.ul.fsm import ACTIONS, TRANSITIONS, Evt, Role, Sta
@@ -31,6 +33,9 @@ from node.ul.pdu import (
     decode_pdu,
     pdu_length,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = [
     "NEED_DATA",
@@ -105,6 +110,12 @@ _ABORTING_ACTIONS: Final = frozenset({"AA-1", "AA-7", "AA-8"})
 _COLLISION_STATES: Final = frozenset({Sta.STA9, Sta.STA10, Sta.STA11, Sta.STA12})
 
 
+@functools.cache
+def _next_states(role: Role) -> Mapping[str, Sta]:
+    """Each action's next state for `role` (PS3.8 Table 9-10), made once per role."""
+    return MappingProxyType({name: a.next_state_for(role) for name, a in ACTIONS.items()})
+
+
 class UpperLayer:
     """One DICOM Upper Layer association over one transport connection (PS3.8 section 9).
 
@@ -130,7 +141,7 @@ class UpperLayer:
         self.maximum_pdata_length = maximum_pdata_length
         #: How long the ARTIM timer runs (PS3.8 9.1.5), in the caller's time unit.
         self.artim_timeout = artim_timeout
-        self._next_state: Final = {name: a.next_state_for(role) for name, a in ACTIONS.items()}
+        self._next_state: Final = _next_states(role)
         # Received bytes not yet framed: the caller's own bytes object while nothing is left
         # over (no copy), a bytearray once a partial PDU must be kept across reads.
         self._buffer: bytes | bytearray = b""
