@@ -1,9 +1,11 @@
-# `dicomnode serve --workers N`: the embedded cluster on one host (broker, workers, acceptors).
+# `dicomnode serve --workers N`: the embedded cluster on one host (workers, acceptors).
 #
-# Rules: every role is its own process (`python -m broker|workers|node.acceptor`), talking over
-# ipc:// endpoints in a private runtime directory. The supervisor restarts a role process
-# that dies, and on SIGTERM/SIGINT stops acceptors first (they finish their associations),
-# then workers, then the broker, and exits 0.
+# Rules: every role is its own process (`python -m workers|node.acceptor`), talking over
+# ipc:// endpoints in a private runtime directory: each acceptor binds one and routes to the
+# workers itself (broker.embedded), each worker connects to every acceptor's. No broker
+# process (that is for several hosts). The supervisor restarts a role process that dies, and
+# on SIGTERM/SIGINT stops acceptors first (they finish their associations), then workers,
+# and exits 0.
 from __future__ import annotations
 
 import importlib
@@ -87,42 +89,34 @@ class Cluster:
         self.config = config
         self.runtime_dir = config.runtime_dir or tempfile.mkdtemp(prefix="dicomnode-")
         os.makedirs(self.runtime_dir, exist_ok=True)
-        self.frontend = f"ipc://{self.runtime_dir}/frontend"
-        self.backend = f"ipc://{self.runtime_dir}/backend"
+        #: Each acceptor routes to the workers itself (broker.embedded) on its own endpoint;
+        #: every worker process connects to all of them (workers.runtime.WorkerSet).
+        self.backends = [
+            f"ipc://{self.runtime_dir}/backend-{i}" for i in range(max(1, config.acceptors))
+        ]
         self.roles: list[_Role] = []
         self._stopping = False
 
-    @property
-    def embedded_routing(self) -> bool:
-        """One acceptor routes to the workers itself (broker.embedded): no broker process
-        in the data path; several acceptors share a broker process."""
-        return self.config.acceptors == 1
-
     def _commands(self) -> list[_Role]:
-        """The broker (for several acceptors), then the workers, then the acceptors, with
-        their metrics ports (the broker's is not served without a broker process)."""
+        """The workers, then the acceptors, with their metrics ports (no broker process:
+        the acceptors route; the broker process is for several hosts, `dicomnode broker`)."""
         config = self.config
         base = config.metrics_port
-        roles = []
-        if not self.embedded_routing:
-            broker = self._role_command(
-                "broker", "--frontend", self.frontend, "--backend", self.backend
-            )
-            if base:
-                broker += ["--metrics-port", str(base + config.acceptors)]
-            roles.append(_Role("broker", broker))
         worker = self._worker_command()
-        roles += [
+        roles = [
             _Role(
                 f"worker-{i}",
                 worker + (["--metrics-port", str(base + config.acceptors + 1 + i)] if base else []),
             )
             for i in range(config.workers)
         ]
-        acceptor = self._acceptor_command()
         roles += [
-            _Role(f"acceptor-{i}", acceptor + (["--metrics-port", str(base + i)] if base else []))
-            for i in range(config.acceptors)
+            _Role(
+                f"acceptor-{i}",
+                self._acceptor_command(backend)
+                + (["--metrics-port", str(base + i)] if base else []),
+            )
+            for i, backend in enumerate(self.backends)
         ]
         return roles
 
@@ -136,7 +130,7 @@ class Cluster:
         config = self.config
         worker = self._role_command(
             "workers",
-            *("--broker", self.backend, "--data-dir", config.data_dir),
+            *("--broker", *self.backends, "--data-dir", config.data_dir),
             *("--threads", str(config.threads), "--ae-title", config.ae_title),
             *("--max-pdu", str(config.max_pdu)),
         )
@@ -154,15 +148,11 @@ class Cluster:
                 worker += [option, str(value)]
         return worker
 
-    def _acceptor_command(self) -> list[str]:
+    def _acceptor_command(self, backend: str) -> list[str]:
         config = self.config
         acceptor = self._role_command(
             "node.acceptor",
-            *(
-                ("--workers-endpoint", self.backend)
-                if self.embedded_routing
-                else ("--broker", self.frontend)
-            ),
+            *("--workers-endpoint", backend),
             *("--port", str(config.port), "--bind", config.bind),
             *("--ae-title", config.ae_title, "--max-associations", str(config.max_associations)),
             *("--acse-timeout", str(config.acse_timeout)),
@@ -234,7 +224,6 @@ class Cluster:
             time.sleep(0.2)
         self._terminate("acceptor", self.config.drain_timeout + 5.0)
         self._terminate("worker", 30.0)
-        self._terminate("broker", 5.0)
         if health is not None:
             health.close()
         return 0

@@ -19,7 +19,7 @@ from node.logs import add_logging_options, configure_logging
 from node.observability import WORKER_REQUESTS, HealthEndpoint
 from node.processes import supervise_copies
 from workers.handlers.common import SERVICE_CALLBACKS, Handlers
-from workers.runtime import Worker, WorkerConfig
+from workers.runtime import WorkerConfig, WorkerSet
 from workers.store.index import Index
 from workers.store.objects import open_store
 from workers.store.stable import start_monitor
@@ -42,7 +42,14 @@ def _known_ae(text: str) -> tuple[str, tuple[str, int]]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicomnode worker", description="dicomnode worker")
-    parser.add_argument("--broker", required=True, help="broker backend endpoint")
+    parser.add_argument(
+        "--broker",
+        required=True,
+        nargs="+",
+        metavar="ENDPOINT",
+        help="the broker's backend endpoint, or each acceptor's --workers-endpoint (several: "
+        "this worker serves them all)",
+    )
     parser.add_argument("--data-dir", help="storage directory (built-in storage)")
     parser.add_argument(
         "--index",
@@ -166,15 +173,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("--study-stable-seconds needs --data-dir (the index): no study-stable events")
     elif args.study_stable_seconds:
         monitor = start_monitor(handlers.index, args.study_stable_seconds, handlers.on_study_stable)
-    worker = Worker(
+    endpoints = [args.broker] if isinstance(args.broker, str) else list(args.broker)
+    configs = [
         WorkerConfig(
-            broker=args.broker,
+            broker=endpoint,
             threads=args.threads,
             heartbeat_interval=args.heartbeat_interval,
             curve=curve,
-        ),
-        handlers,
-    )
+        )
+        for endpoint in dict.fromkeys(endpoints)  # each once
+    ]
+    worker = WorkerSet(configs, handlers)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
     health = None

@@ -1,7 +1,8 @@
 # The worker process: takes DIMSE requests from the broker and runs the service handlers.
 #
-# Rules: one ZeroMQ context per process and one DEALER socket to the broker, shared by the
-# main loop and the handler threads under one lock (a ZeroMQ socket may move between threads
+# Rules: one ZeroMQ context and one DEALER socket per Worker (one Worker per broker or
+# acceptor endpoint the process serves: WorkerSet), the socket shared by the Worker's
+# main loop and its handler threads under one lock (a ZeroMQ socket may move between threads
 # given a full memory barrier, which the lock is; nobody touches it without the lock). The
 # main loop waits on the socket's ZMQ_FD with an OS poll, outside the lock, then receives
 # under it; handler threads (as many as credits granted to the broker) send their replies on
@@ -611,3 +612,68 @@ class Worker:
                 del self.channels[key]
             if self.count_requests is not None:
                 self.count_requests()
+
+
+class WorkerSet:
+    """One Worker per endpoint in one process, sharing the handlers (file store, index):
+    `dicomnode serve --acceptors N`, where every acceptor routes to the workers itself
+    (broker.embedded) and each worker process serves all of them. Each Worker has its own
+    socket, heartbeats, credits and handler threads; its replies, sub-operations and event
+    reports go back through the endpoint its request came from."""
+
+    def __init__(self, configs: list[WorkerConfig], handlers: Handlers) -> None:
+        if not configs:
+            raise ValueError("a worker needs at least one broker or acceptor endpoint")
+        self.workers = [Worker(config, handlers) for config in configs]
+
+    @property
+    def count_requests(self) -> Callable[[], None] | None:
+        return self.workers[0].count_requests
+
+    @count_requests.setter
+    def count_requests(self, count: Callable[[], None] | None) -> None:
+        for worker in self.workers:
+            worker.count_requests = count
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready while every endpoint has been heard from recently."""
+        answers = [worker.readiness() for worker in self.workers]
+        if len(answers) == 1:
+            return answers[0]
+        ready = all(ok for ok, _ in answers)
+        detail = "; ".join(
+            f"{worker.config.broker}: {text}"
+            for worker, (_, text) in zip(self.workers, answers, strict=True)
+        )
+        return ready, detail
+
+    def run(self) -> None:
+        """Run every Worker until stop() (the first in this thread, for the signals); one
+        that fails stops the others, and its error is raised once they have drained."""
+        failures: list[BaseException] = []
+
+        def run(worker: Worker) -> None:
+            try:
+                worker.run()
+            except BaseException as error:  # noqa: BLE001 - raised again by run()
+                failures.append(error)
+                self.stop()
+
+        threads = [
+            threading.Thread(target=run, args=(worker,), name=f"dicomnode-link-{i}", daemon=True)
+            for i, worker in enumerate(self.workers[1:], start=1)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            run(self.workers[0])
+        finally:
+            self.stop()
+            for thread in threads:
+                thread.join()
+        if failures:
+            raise failures[0]

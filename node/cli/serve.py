@@ -1,4 +1,4 @@
-# `dicomnode serve`: the embedded node (in one process, or acceptors, broker and workers).
+# `dicomnode serve`: the embedded node (in one process, or acceptors and workers).
 #
 # Rules: the heavy modules (the AE, the stores, ZeroMQ) are imported inside the functions that
 # use them, so that `dicomnode --help` and a bad argument answer in a few milliseconds.
@@ -47,7 +47,7 @@ def command_serve(args: argparse.Namespace) -> int:
 
 
 def _serve_cluster(args: argparse.Namespace) -> int:
-    """Acceptors, a broker and workers as processes of this host (node.cluster)."""
+    """Acceptors and workers as processes of this host (node.cluster)."""
     from node.acceptor.main import apply_access_options, forwarded_access_arguments, serves_worklist
     from node.ae import AE
     from node.cluster import Cluster, ClusterConfig

@@ -296,13 +296,18 @@ def test_worker_killed_mid_run_loses_nothing_acknowledged(
     )
 
 
-def test_one_acceptor_routes_to_the_workers_itself(serve: Callable[..., Serve], tmp_path: Path):
-    # issue 15, direction 1: with one acceptor no broker process is in the data path; the
-    # acceptor runs the broker's routing (and exports its gauges) and the workers connect to it
+@pytest.mark.parametrize("acceptors", [1, 2])
+def test_the_acceptors_route_to_the_workers_themselves(
+    serve: Callable[..., Serve], tmp_path: Path, acceptors: int
+):
+    # issue 15, direction 1: no broker process in the data path; every acceptor runs the
+    # broker's routing on its own endpoint (and exports its gauges), and every worker
+    # process connects to all of them
     metrics_port = free_port()
-    cluster = serve(2, 1, "--metrics-port", str(metrics_port))
+    cluster = serve(2, acceptors, "--metrics-port", str(metrics_port))
     assert cluster.pids("broker") == []
     assert len(cluster.pids("workers")) == 2
+    assert len(cluster.pids("node.acceptor")) == acceptors
     folder = tmp_path / "in"
     paths = write_datasets(make_datasets(patients=2, studies=1, series=1, instances=10), folder)
     result = run_tool(
@@ -311,22 +316,12 @@ def test_one_acceptor_routes_to_the_workers_itself(serve: Callable[..., Serve], 
     assert result.returncode == 0, result.output[-2000:]
     assert storescu_stored(result.output) == {path.stem for path in paths}
     assert {path.stem for path in paths} <= cluster.stored_files().keys()
-    wait_until(
-        lambda: _metric(metrics_port, "dicomnode_broker_live_workers") == 2,
-        "the acceptor's routing to count both workers",
-    )
 
+    def live_workers(number: int) -> Callable[[], bool]:  # acceptor i: metrics at base + i
+        return lambda: _metric(metrics_port + number, "dicomnode_broker_live_workers") == 2
 
-def test_broker_restart_recovers_without_restarting_roles(serve: Callable[..., Serve]):
-    cluster = serve(2, 2)  # several acceptors share a broker process
-    acceptors = cluster.pids("node.acceptor")
-    workers = cluster.pids("workers")
-    (broker,) = cluster.pids("broker")
-    os.kill(broker, signal.SIGKILL)
-    wait_until(lambda: cluster.pids("broker") not in ([], [broker]), "a new broker process")
-    wait_until(cluster.echo_ok, "C-ECHO through the restarted broker")
-    assert cluster.pids("node.acceptor") == acceptors
-    assert cluster.pids("workers") == workers
+    for number in range(acceptors):
+        wait_until(live_workers(number), f"acceptor {number}'s routing to count both workers")
 
 
 @pytest.fixture
@@ -492,6 +487,7 @@ def test_builtin_archive_lists_a_study_s_images_with_a_universal_series_uid(
 
 def test_two_acceptors_two_workers_eight_associations(serve: Callable[..., Serve], tmp_path: Path):
     cluster = serve(2, 2, "--handlers", "tests.cluster.handlers")
+    assert cluster.pids("broker") == []  # each acceptor routes to both workers itself
     folders = []
     for number in range(8):
         folder = tmp_path / f"client{number}"

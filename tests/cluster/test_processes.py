@@ -73,3 +73,49 @@ def test_two_acceptor_and_two_worker_processes_from_one_command(tmp_path: Path):
                 process.kill()
                 codes.append(process.wait())
     assert codes == [0, 0, 0]
+
+
+def test_a_broker_restarted_at_its_endpoints_serves_the_same_acceptor_and_worker(tmp_path: Path):
+    # The multi-host topology (dicomnode broker): when the broker process dies and a new one
+    # binds the same endpoints (Kubernetes restarts it), the acceptor and the worker find it
+    # again by their heartbeats, without being restarted themselves, and stores go through.
+    from tests.synthetic import make_datasets, write_datasets
+
+    frontend = f"ipc://{tmp_path}/frontend"
+    backend = f"ipc://{tmp_path}/backend"
+    port = free_port()
+    python = sys.executable
+    broker_command = [python, "-m", "broker", "--frontend", frontend, "--backend", backend]
+
+    def start(command: list[str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    worker = [python, "-m", "workers", "--broker", backend, "--data-dir", str(tmp_path / "data")]
+    acceptor = [python, "-m", "node.acceptor", "--broker", frontend, "--port", str(port)]
+    acceptor += ["--bind", "127.0.0.1"]
+    roles = [start(worker), start(acceptor)]
+    broker = start(broker_command)
+    folder = tmp_path / "in"
+    paths = write_datasets(make_datasets(patients=1, studies=1, series=1, instances=6), folder)
+
+    def stores(batch: list[Path]) -> bool:
+        return run_tool(["storescu", "127.0.0.1", port, *batch]).returncode == 0
+
+    try:
+        _until(lambda: stores(paths[:3]), 30, "C-STORE through the first broker")
+        broker.kill()
+        broker.wait()
+        broker = start(broker_command)
+        _until(lambda: stores(paths[3:]), 30, "C-STORE through the restarted broker")
+        assert [role.poll() for role in roles] == [None, None]  # neither was restarted
+        stored = {p.stem for p in (tmp_path / "data" / "objects").rglob("*.dcm")}
+        assert {path.stem for path in paths} <= stored
+    finally:
+        for process in [*reversed(roles), broker]:
+            process.send_signal(signal.SIGTERM)
+        for process in [*reversed(roles), broker]:
+            try:
+                process.wait(PATIENCE)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

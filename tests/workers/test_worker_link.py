@@ -15,7 +15,7 @@ from node.dimse.commands import decode_command, encode_command
 from node.dimse.messages import CEchoRQ
 from tests.synthetic import PATIENCE
 from workers.handlers.common import Handlers
-from workers.runtime import Worker, WorkerConfig
+from workers.runtime import Worker, WorkerConfig, WorkerSet
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -78,3 +78,50 @@ def test_requests_and_replies_crossing_on_the_shared_socket_lose_no_wake_up(tmp_
         router.close(0)
         context.term()
     assert not thread.is_alive()
+
+
+def test_one_worker_process_serves_several_acceptors_each_on_its_own_socket(tmp_path: Path):
+    # dicomnode serve --acceptors 2: each acceptor routes itself (broker.embedded) and the
+    # worker process connects to both; a request's reply goes back where it came from.
+    context = zmq.Context()
+    routers = []
+    for number in range(2):
+        router = context.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        router.bind(f"ipc://{tmp_path}/backend-{number}")
+        routers.append(router)
+    configs = [
+        WorkerConfig(broker=f"ipc://{tmp_path}/backend-{number}", threads=2) for number in (0, 1)
+    ]
+    workers = WorkerSet(configs, Handlers())
+    thread = threading.Thread(target=workers.run, name="workers", daemon=True)
+    thread.start()
+    try:
+        identities = []
+        for router in routers:  # each acceptor hears READY with the worker's own credits
+            identity, _, ready = router.recv_multipart()[:3]
+            envelope = wire.unpack_envelope(ready)
+            assert (envelope["kind"], envelope["credits"]) == (wire.READY, 2)
+            identities.append(identity)
+        for number, (router, identity) in enumerate(zip(routers, identities, strict=True)):
+            router.send_multipart([identity, *_echo(10 + number)])
+        for number, router in enumerate(routers):
+            while True:
+                assert router.poll(int(PATIENCE * 1000)), "no reply on this acceptor's socket"
+                frames = router.recv_multipart()
+                envelope = wire.unpack_envelope(frames[2])
+                if envelope["kind"] == wire.REPLY:
+                    break
+            assert envelope["msg_id"] == 10 + number  # its own request's reply, not the other's
+            assert getattr(decode_command(frames[3]), "status", -1) == 0
+        is_ready, detail = workers.readiness()
+        assert is_ready, detail
+        assert detail.count("ready:") == 2
+    finally:
+        workers.stop()
+        thread.join(PATIENCE)
+        for router in routers:
+            router.close(0)
+        context.term()
+    assert not thread.is_alive()
+    assert sum(worker.handled for worker in workers.workers) == 2
