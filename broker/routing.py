@@ -153,8 +153,12 @@ class BrokerState:
             if kind == wire.READY:
                 return self._on_ready(identity, envelope, now)
             worker = self._workers.get(identity)
-            if worker is None:
-                return [self._fault("unknown_worker", identity, f"{kind} before ready")]
+            if worker is None:  # a routing that restarted, or buried it: it must join again
+                disconnect = wire.pack_envelope(wire.DISCONNECT)
+                return [
+                    self._fault("unknown_worker", identity, f"{kind} before ready"),
+                    SendToWorker(identity, (disconnect,), wire.DISCONNECT),
+                ]
             worker.expires = now + self._patience
             if kind == wire.CREDIT:
                 worker.credits += integer_field(envelope, "credits", 1, _MAX_CREDITS)

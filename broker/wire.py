@@ -17,6 +17,9 @@
 #   ready                W -> B        a worker joins, with its credits (concurrent requests)
 #   credit               W -> B        more credits
 #   heartbeat            both ways     liveness (Paranoid Pirate)
+#   disconnect           B -> W        the broker does not know this worker (it restarted, or
+#                                      buried the worker for silence): reconnect and send ready
+#                                      now, not after the heartbeat liveness (Majordomo's)
 #   error                B/W -> A      the request failed without a DIMSE response: final
 #   chunk                A -> B -> W   part of a streamed data set (request with `stream`
 #                                      true and an empty dataset frame, then chunks in `seq`
@@ -50,6 +53,7 @@ ERROR: Final = "error"
 CHUNK: Final = "chunk"
 CHUNK_ACK: Final = "chunk_ack"
 EVENT_REPORT: Final = "event_report"
+DISCONNECT: Final = "disconnect"
 
 #: Keys every message of a kind must carry (beyond `v` and `kind`).
 REQUIRED_KEYS: Final[dict[str, tuple[str, ...]]] = {
@@ -80,6 +84,7 @@ REQUIRED_KEYS: Final[dict[str, tuple[str, ...]]] = {
     READY: ("credits",),
     CREDIT: ("credits",),
     HEARTBEAT: (),
+    DISCONNECT: (),
     ERROR: ("acceptor", "assoc_id", "msg_id", "status", "type", "message"),
     CHUNK: ("acceptor", "assoc_id", "msg_id", "seq", "last"),
     CHUNK_ACK: ("acceptor", "assoc_id", "msg_id", "seq", "size"),

@@ -310,6 +310,8 @@ class Worker:
         self.reconnects = 0
         #: Messages found only when the poll timed out: a wake-up was lost (must stay 0).
         self.late_reads = 0
+        #: The broker said it does not know this worker (wire.DISCONNECT): join again.
+        self.disconnected = False
         self.link = Liveness.starting(
             config.heartbeat_interval, config.heartbeat_liveness, time.monotonic()
         )
@@ -397,8 +399,12 @@ class Worker:
                         self._on_message(frames, pool, draining=True)
                 if link.heartbeat_due(now):
                     link_out.send([b"", wire.pack_envelope(wire.HEARTBEAT)])
-                if link.lost(now):
-                    log.warning("broker silent for %.1f s: reconnecting", link.silent_for(now))
+                if self.disconnected or link.lost(now):
+                    if self.disconnected:
+                        log.warning("the broker does not know this worker: reconnecting")
+                    else:
+                        log.warning("broker silent for %.1f s: reconnecting", link.silent_for(now))
+                    self.disconnected = False
                     poller.unregister(sock.fileno())
                     sock = self._connect()  # the link closes the old socket
                     poller.register(sock.fileno(), select.POLLIN)
@@ -459,6 +465,8 @@ class Worker:
                         ),
                     ]
                 )
+        elif kind == wire.DISCONNECT:
+            self.disconnected = True  # the loop reconnects and announces itself at once
         elif kind == wire.SUBOPERATION_STATUS:
             with self._lock:
                 waiter = self._waiters.get(int(envelope["sub_id"]))

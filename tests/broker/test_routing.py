@@ -589,7 +589,12 @@ def test_invalid_backend_messages_are_counted(state, frames, fault):
 
 
 def test_messages_from_unknown_workers_are_refused(state):
-    assert faults(state.on_backend(b"w1", heartbeat(), 0.0)) == ["unknown_worker"]
+    actions = state.on_backend(b"w1", heartbeat(), 0.0)
+    assert faults(actions) == ["unknown_worker"]
+    # told to join again at once (a restarted routing, or one that buried it for silence)
+    (disconnect,) = [a for a in actions if isinstance(a, SendToWorker)]
+    assert disconnect.worker == b"w1"
+    assert envelope(disconnect)["kind"] == wire.DISCONNECT
     assert faults(state.on_backend(b"w\xff", ready(), 0.0)) == ["bad_identity"]
     assert state.stats()["workers"] == 0
 

@@ -125,3 +125,40 @@ def test_one_worker_process_serves_several_acceptors_each_on_its_own_socket(tmp_
         context.term()
     assert not thread.is_alive()
     assert sum(worker.handled for worker in workers.workers) == 2
+
+
+def test_a_worker_told_it_is_unknown_joins_again_at_once(tmp_path: Path):
+    # A routing that restarted (an acceptor, a broker) answers the worker's messages with
+    # `disconnect`: the worker reconnects and sends ready again now, instead of after its
+    # heartbeat liveness (here 3 x 10 s, far beyond the wait below).
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+    endpoint = f"ipc://{tmp_path}/backend"
+    router.bind(endpoint)
+    worker = Worker(WorkerConfig(broker=endpoint, threads=3, heartbeat_interval=10.0), Handlers())
+    thread = threading.Thread(target=worker.run, name="worker", daemon=True)
+    thread.start()
+    try:
+        identity, _, first = router.recv_multipart()[:3]
+        assert wire.unpack_envelope(first)["kind"] == wire.READY
+        router.send_multipart([identity, b"", wire.pack_envelope(wire.DISCONNECT)])
+        assert router.poll(5000), "no ready again within 5 s"
+        again, _, second = router.recv_multipart()[:3]
+        envelope = wire.unpack_envelope(second)
+        assert (again, envelope["kind"], envelope["credits"]) == (identity, wire.READY, 3)
+        assert worker.reconnects == 1
+        router.send_multipart([identity, *_echo(7)])  # and it serves on the new socket
+        while True:
+            assert router.poll(int(PATIENCE * 1000)), "no reply after joining again"
+            frames = router.recv_multipart()
+            if wire.unpack_envelope(frames[2])["kind"] == wire.REPLY:
+                break
+        assert getattr(decode_command(frames[3]), "status", -1) == 0
+    finally:
+        worker.stop()
+        thread.join(PATIENCE)
+        router.close(0)
+        context.term()
+    assert not thread.is_alive()
