@@ -22,66 +22,52 @@ if TYPE_CHECKING:
     from node.ul.items import UserIdentityRQSubItem
 
 
-def acceptor_policy(ae: ApplicationEntity) -> AcceptorPolicy:
-    """The AE's negotiation policy as it stands now (node.acse.negotiation)."""
-    identity_hook = None
-    if ae.on_user_identity is not None or evt.EVT_USER_ID in ae._event_handlers:
-        identity_hook = _user_identity_hook(ae)
-    return AcceptorPolicy(
-        ae_title=ae._ae_title,
-        supported_contexts=tuple(ae.supported_contexts),
-        maximum_pdu_length=ae.maximum_pdu_size,
-        implementation_class_uid=ae.implementation_class_uid,
-        implementation_version_name=ae.implementation_version_name,
-        require_called_aet=ae.require_called_aet,
-        require_calling_aet=tuple(t.decode("ascii") for t in ae.require_calling_aet),
-        maximum_operations_performed=ae.maximum_operations_performed,
-        maximum_operations_invoked=ae.maximum_operations_invoked,
-        on_async_ops_window=ae.on_async_ops_window,
-        on_sop_class_extended=ae.on_sop_class_extended
+def _policy_arguments(ae: ApplicationEntity) -> dict[str, Any]:
+    """What AcceptorPolicy is built from, read from the AE as values (the contexts are frozen;
+    the user identity hook, a new closure each time, stands as whether one is wired)."""
+    return {
+        "ae_title": ae._ae_title,
+        "supported_contexts": tuple(ae._supported_contexts.values()),
+        "maximum_pdu_length": ae.maximum_pdu_size,
+        "implementation_class_uid": ae.implementation_class_uid,
+        "implementation_version_name": ae.implementation_version_name,
+        "require_called_aet": ae.require_called_aet,
+        "require_calling_aet": tuple(t.decode("ascii") for t in ae.require_calling_aet),
+        "maximum_operations_performed": ae.maximum_operations_performed,
+        "maximum_operations_invoked": ae.maximum_operations_invoked,
+        "on_async_ops_window": ae.on_async_ops_window,
+        "on_sop_class_extended": ae.on_sop_class_extended
         or (relational_query_replies if ae.relational_queries else None),
-        on_sop_class_common_extended=ae.on_sop_class_common_extended,
-        on_user_identity=identity_hook,
-        calling_aet_networks={
+        "on_sop_class_common_extended": ae.on_sop_class_common_extended,
+        "on_user_identity": ae.on_user_identity is not None
+        or evt.EVT_USER_ID in ae._event_handlers,
+        "calling_aet_networks": {
             title: tuple(networks) for title, networks in ae.calling_aet_networks.items()
         },
-        maximum_associations_per_aet=ae.maximum_associations_per_aet,
-        require_user_identity=ae.require_user_identity,
-    )
+        "maximum_associations_per_aet": ae.maximum_associations_per_aet,
+        "require_user_identity": ae.require_user_identity,
+    }
 
 
-def _policy_inputs(ae: ApplicationEntity) -> tuple[object, ...]:
-    """Everything acceptor_policy reads from the AE, as values (the contexts are frozen)."""
-    return (
-        ae._ae_title,
-        tuple(ae._supported_contexts.values()),
-        ae.maximum_pdu_size,
-        ae.implementation_class_uid,
-        ae.implementation_version_name,
-        ae.require_called_aet,
-        tuple(ae.require_calling_aet),
-        ae.maximum_operations_performed,
-        ae.maximum_operations_invoked,
-        ae.on_async_ops_window,
-        ae.on_sop_class_extended,
-        ae.relational_queries,
-        ae.on_sop_class_common_extended,
-        ae.on_user_identity is not None or evt.EVT_USER_ID in ae._event_handlers,
-        tuple((title, tuple(networks)) for title, networks in ae.calling_aet_networks.items()),
-        ae.maximum_associations_per_aet,
-        ae.require_user_identity,
-    )
+def _policy_from(ae: ApplicationEntity, arguments: dict[str, Any]) -> AcceptorPolicy:
+    identity = _user_identity_hook(ae) if arguments["on_user_identity"] else None
+    return AcceptorPolicy(**{**arguments, "on_user_identity": identity})
+
+
+def acceptor_policy(ae: ApplicationEntity) -> AcceptorPolicy:
+    """The AE's negotiation policy as it stands now (node.acse.negotiation)."""
+    return _policy_from(ae, _policy_arguments(ae))
 
 
 def current_policy(ae: ApplicationEntity) -> Callable[[], AcceptorPolicy]:
-    """acceptor_policy(ae) for each association, built again only when what it reads from
-    the AE changed (building and validating it is most of an association's negotiation)."""
-    cached: list[tuple[tuple[object, ...], AcceptorPolicy]] = []
+    """acceptor_policy(ae) for each association, built again only when what it is built from
+    changed (building and validating it is most of an association's negotiation)."""
+    cached: list[tuple[dict[str, Any], AcceptorPolicy]] = []
 
     def policy() -> AcceptorPolicy:
-        inputs = _policy_inputs(ae)
-        if not cached or cached[0][0] != inputs:
-            cached[:] = [(inputs, acceptor_policy(ae))]
+        arguments = _policy_arguments(ae)
+        if not cached or cached[0][0] != arguments:
+            cached[:] = [(arguments, _policy_from(ae, arguments))]
         return cached[0][1]
 
     return policy

@@ -296,12 +296,25 @@ def test_worker_killed_mid_run_loses_nothing_acknowledged(
     )
 
 
+def _stores_every_file(cluster: Serve, folder: Path, patients: int) -> None:
+    """storescu sends 10 objects per patient: each acknowledged and on disk."""
+    paths = write_datasets(
+        make_datasets(patients=patients, studies=1, series=1, instances=10), folder
+    )
+    result = run_tool(
+        ["storescu", "-v", "127.0.0.1", cluster.port, "+sd", folder], timeout=PATIENCE
+    )
+    assert result.returncode == 0, result.output[-2000:]
+    assert storescu_stored(result.output) == {path.stem for path in paths}
+    assert {path.stem for path in paths} <= cluster.stored_files().keys()
+
+
 def test_an_acceptor_killed_is_restarted_and_the_workers_find_it_again(
     serve: Callable[..., Serve], tmp_path: Path
 ):
     # The acceptor holds the routing (broker.embedded): when it dies the supervisor starts a
-    # new one on the same endpoint, and the workers, hearing nothing from the old one for
-    # their heartbeat liveness, connect again and announce themselves: stores go through.
+    # new one on the same endpoint, which answers the workers it does not know with
+    # `disconnect`; they connect again and announce themselves: stores go through.
     cluster = serve(workers=2)
     workers = cluster.pids("workers")
     (victim,) = cluster.pids("node.acceptor")
@@ -310,14 +323,7 @@ def test_an_acceptor_killed_is_restarted_and_the_workers_find_it_again(
         lambda: cluster.pids("node.acceptor") not in ([], [victim]), "a new acceptor process"
     )
     wait_until(cluster.echo_ok, "C-ECHO from the new acceptor")
-    folder = tmp_path / "in"
-    paths = write_datasets(make_datasets(patients=1, studies=1, series=1, instances=10), folder)
-    result = run_tool(
-        ["storescu", "-v", "127.0.0.1", cluster.port, "+sd", folder], timeout=PATIENCE
-    )
-    assert result.returncode == 0, result.output[-2000:]
-    assert storescu_stored(result.output) == {path.stem for path in paths}
-    assert {path.stem for path in paths} <= cluster.stored_files().keys()
+    _stores_every_file(cluster, tmp_path / "in", patients=1)
     assert cluster.pids("workers") == workers  # the workers were not restarted
 
 
@@ -333,14 +339,7 @@ def test_the_acceptors_route_to_the_workers_themselves(
     assert cluster.pids("broker") == []
     assert len(cluster.pids("workers")) == 2
     assert len(cluster.pids("node.acceptor")) == acceptors
-    folder = tmp_path / "in"
-    paths = write_datasets(make_datasets(patients=2, studies=1, series=1, instances=10), folder)
-    result = run_tool(
-        ["storescu", "-v", "127.0.0.1", cluster.port, "+sd", folder], timeout=PATIENCE
-    )
-    assert result.returncode == 0, result.output[-2000:]
-    assert storescu_stored(result.output) == {path.stem for path in paths}
-    assert {path.stem for path in paths} <= cluster.stored_files().keys()
+    _stores_every_file(cluster, tmp_path / "in", patients=2)
 
     def live_workers(number: int) -> Callable[[], bool]:  # acceptor i: metrics at base + i
         return lambda: _metric(metrics_port + number, "dicomnode_broker_live_workers") == 2

@@ -41,12 +41,29 @@ def _echo(message_id: int) -> list[bytes]:
     return [b"", envelope, encode_command(command), b""]
 
 
-def test_requests_and_replies_crossing_on_the_shared_socket_lose_no_wake_up(tmp_path: Path):
-    context = zmq.Context()
+def _router(context: zmq.Context[zmq.Socket[bytes]], endpoint: str) -> zmq.Socket[bytes]:
+    """A ROUTER standing for a broker or an acceptor's routing, bound at `endpoint`."""
     router = context.socket(zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)
-    endpoint = f"ipc://{tmp_path}/backend"
+    router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # as the routings: a reconnect keeps its identity
     router.bind(endpoint)
+    return router
+
+
+def _reply(router: zmq.Socket[bytes], what: str) -> tuple[wire.Envelope, list[bytes]]:
+    """The next reply on `router` (heartbeats skipped): its envelope and frames."""
+    while True:
+        assert router.poll(int(PATIENCE * 1000)), what
+        frames = router.recv_multipart()
+        envelope = wire.unpack_envelope(frames[2])
+        if envelope["kind"] == wire.REPLY:
+            return envelope, frames
+
+
+def test_requests_and_replies_crossing_on_the_shared_socket_lose_no_wake_up(tmp_path: Path):
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    endpoint = f"ipc://{tmp_path}/backend"
+    router = _router(context, endpoint)
     # a long heartbeat: the main loop's poll times out only every 5 s, so a lost wake-up
     # would be seen (late_reads) rather than hidden by a heartbeat arriving
     worker = Worker(WorkerConfig(broker=endpoint, threads=4, heartbeat_interval=10.0), Handlers())
@@ -83,13 +100,8 @@ def test_requests_and_replies_crossing_on_the_shared_socket_lose_no_wake_up(tmp_
 def test_one_worker_process_serves_several_acceptors_each_on_its_own_socket(tmp_path: Path):
     # dicomnode serve --acceptors 2: each acceptor routes itself (broker.embedded) and the
     # worker process connects to both; a request's reply goes back where it came from.
-    context = zmq.Context()
-    routers = []
-    for number in range(2):
-        router = context.socket(zmq.ROUTER)
-        router.setsockopt(zmq.LINGER, 0)
-        router.bind(f"ipc://{tmp_path}/backend-{number}")
-        routers.append(router)
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    routers = [_router(context, f"ipc://{tmp_path}/backend-{number}") for number in (0, 1)]
     configs = [
         WorkerConfig(broker=f"ipc://{tmp_path}/backend-{number}", threads=2) for number in (0, 1)
     ]
@@ -106,12 +118,7 @@ def test_one_worker_process_serves_several_acceptors_each_on_its_own_socket(tmp_
         for number, (router, identity) in enumerate(zip(routers, identities, strict=True)):
             router.send_multipart([identity, *_echo(10 + number)])
         for number, router in enumerate(routers):
-            while True:
-                assert router.poll(int(PATIENCE * 1000)), "no reply on this acceptor's socket"
-                frames = router.recv_multipart()
-                envelope = wire.unpack_envelope(frames[2])
-                if envelope["kind"] == wire.REPLY:
-                    break
+            envelope, frames = _reply(router, "no reply on this acceptor's socket")
             assert envelope["msg_id"] == 10 + number  # its own request's reply, not the other's
             assert getattr(decode_command(frames[3]), "status", -1) == 0
         is_ready, detail = workers.readiness()
@@ -131,12 +138,9 @@ def test_a_worker_told_it_is_unknown_joins_again_at_once(tmp_path: Path):
     # A routing that restarted (an acceptor, a broker) answers the worker's messages with
     # `disconnect`: the worker reconnects and sends ready again now, instead of after its
     # heartbeat liveness (here 3 x 10 s, far beyond the wait below).
-    context = zmq.Context()
-    router = context.socket(zmq.ROUTER)
-    router.setsockopt(zmq.LINGER, 0)
-    router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     endpoint = f"ipc://{tmp_path}/backend"
-    router.bind(endpoint)
+    router = _router(context, endpoint)
     worker = Worker(WorkerConfig(broker=endpoint, threads=3, heartbeat_interval=10.0), Handlers())
     thread = threading.Thread(target=worker.run, name="worker", daemon=True)
     thread.start()
@@ -150,11 +154,7 @@ def test_a_worker_told_it_is_unknown_joins_again_at_once(tmp_path: Path):
         assert (again, envelope["kind"], envelope["credits"]) == (identity, wire.READY, 3)
         assert worker.reconnects == 1
         router.send_multipart([identity, *_echo(7)])  # and it serves on the new socket
-        while True:
-            assert router.poll(int(PATIENCE * 1000)), "no reply after joining again"
-            frames = router.recv_multipart()
-            if wire.unpack_envelope(frames[2])["kind"] == wire.REPLY:
-                break
+        _envelope, frames = _reply(router, "no reply after joining again")
         assert getattr(decode_command(frames[3]), "status", -1) == 0
     finally:
         worker.stop()

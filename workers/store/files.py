@@ -231,7 +231,7 @@ class FileStore:
         directory = path.parent
         self._make_directory(directory)
         replaced = path.exists()
-        descriptor = os.open(spool, os.O_RDONLY)
+        descriptor = os.open(spool, os.O_RDONLY) if self.fsync else None  # only to fsync
         try:
             try:
                 self._place(descriptor, str(spool), path, replaced)
@@ -242,14 +242,15 @@ class FileStore:
                 self._make_directory(directory)
                 self._place(descriptor, str(spool), path, replaced)
         finally:
-            os.close(descriptor)
+            if descriptor is not None:
+                os.close(descriptor)
         if self.fsync:
             self._fsync_directory(directory)
         return StoredObject(path, study, series, replaced)
 
-    def _place(self, descriptor: int, written: str, path: Path, replaced: bool) -> None:
-        """Rename the finished file `written` (open as `descriptor`) to `path`, its data
-        durable when this returns (the caller then fsyncs the directory).
+    def _place(self, descriptor: int | None, written: str, path: Path, replaced: bool) -> None:
+        """Rename the finished file `written` (open as `descriptor`; None without fsync) to
+        `path`, its data durable when this returns (the caller then fsyncs the directory).
 
         A new object is renamed first and fsynced after: on ext4 (and XFS, btrfs) the fsync
         then commits the data and the new name in one journal commit, where fsync-then-rename
@@ -258,9 +259,11 @@ class FileStore:
         under the new name: it has no index row (the row is written after), no success was
         sent, and the SCU's next attempt replaces it. An object that replaces an earlier
         copy is fsynced before its rename, so a power loss keeps one whole copy or the other."""
-        if replaced or not self.fsync:
-            if self.fsync:
-                os.fsync(descriptor)
+        if descriptor is None or not self.fsync:
+            os.replace(written, path)
+            return
+        if replaced:
+            os.fsync(descriptor)
             os.replace(written, path)
             return
         os.replace(written, path)
